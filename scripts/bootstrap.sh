@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a Debian machine, once: system packages,
+# the Python virtualenv and the pinned npm tools. Fast when everything is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check espeak-ng sox)
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: need root (or sudo) to install ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.bootstrap-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: creating .venv from pyproject.toml"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  mkdir -p .local
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e '.[dev]'; } >.local/pip-install.log 2>&1; then
+    cat .local/pip-install.log >&2
+    echo "bootstrap: pip install failed (log above, also in .local/pip-install.log)" >&2
+    exit 1
+  fi
+  rm -f .venv/.bootstrap-*
+  touch "$stamp"
+fi
+
+npm_stamp=node_modules/.bootstrap-$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -f "$npm_stamp" ]; then
+  echo "bootstrap: installing npm tools from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$npm_stamp"
+fi

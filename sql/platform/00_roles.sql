@@ -1,0 +1,47 @@
+-- Roles and default privileges as a Supabase project has them.
+-- PostgREST logs in as `authenticator` and switches to the role named in the JWT.
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'anon') then
+    create role anon nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'service_role') then
+    create role service_role nologin noinherit bypassrls;
+  end if;
+  if not exists (select 1 from pg_roles where rolname = 'authenticator') then
+    create role authenticator login noinherit;
+  end if;
+end
+$$;
+
+grant anon, authenticated, service_role to authenticator;
+grant anon, authenticated, service_role to postgres;
+
+create schema if not exists extensions;
+grant usage on schema extensions to postgres, anon, authenticated, service_role;
+create extension if not exists pgcrypto with schema extensions;
+create extension if not exists "uuid-ossp" with schema extensions;
+
+-- Supabase exposes `public` through PostgREST and grants every API role everything
+-- there by default; Row Level Security is what actually protects the rows. Our
+-- migrations revoke what they do not want exposed.
+grant usage on schema public to postgres, anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  grant all on tables to postgres, anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  grant all on functions to postgres, anon, authenticated, service_role;
+alter default privileges for role postgres in schema public
+  grant all on sequences to postgres, anon, authenticated, service_role;
+
+alter role authenticator set statement_timeout = '8s';
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+
+-- As on Supabase, extensions (pgTAP included) are found without a schema prefix.
+alter role postgres set search_path = "$user", public, extensions;
+alter role authenticated set search_path = "$user", public, extensions;
+alter role anon set search_path = "$user", public, extensions;
+alter role service_role set search_path = "$user", public, extensions;
