@@ -1,0 +1,104 @@
+"""The engine interface the listener calls.
+
+Every engine turns a request into 16-bit PCM WAV bytes. Engines are cancellation-safe:
+the listener cancels the asyncio task running a call (user cancel, shutdown, timeout)
+and the engine must stop its work, remote work included, and let `CancelledError`
+propagate. Errors say whether a retry can help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class EngineError(Exception):
+    """A failed engine call. `retryable` tells the listener whether trying the same
+    request again can succeed (capacity, network, timeouts) or not (bad input)."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class RetryableEngineError(EngineError):
+    retryable = True
+
+
+class PermanentEngineError(EngineError):
+    retryable = False
+
+
+class EngineTimeout(RetryableEngineError):
+    """The call ran past its deadline; its remote work was cancelled."""
+
+
+class EngineUnavailable(PermanentEngineError):
+    """The engine cannot run here (no weights, no credentials, missing package)."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    wav: bytes  # RIFF/WAVE, 16-bit PCM, mono
+    sample_rate: int
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    """Speak `text` in the voice of a reference recording."""
+
+    text: str
+    language: str  # one of the product languages, "Auto" allowed
+    reference_wav: bytes  # already validated and normalised by gpu.reference
+    reference_transcript: str
+    voice_id: str  # stable key for caching the voice's clone prompt
+
+
+@dataclass(frozen=True)
+class DesignRequest:
+    """Speak `text` in a voice described by `instruct`."""
+
+    text: str
+    language: str  # explicit, never "Auto"
+    instruct: str
+
+
+async def _ignore_call_id(call_id: str) -> None:
+    return None
+
+
+async def _ignore_progress(fraction: float) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the listener tells an engine about the job a call belongs to."""
+
+    task_id: str
+    # A remote call started by an earlier attempt of this task (e.g. a Modal
+    # FunctionCall id). An engine that can re-attach to it must, instead of paying
+    # for a second call.
+    resume_call_id: str | None = None
+    # Called once a remote call exists, with its id, so a restarted listener can
+    # re-attach. Engines without remote calls never call it.
+    on_call_started: Callable[[str], Awaitable[None]] = field(default=_ignore_call_id)
+    # Progress in [0, 1]; the listener throttles what it writes.
+    on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    can_clone: bool  # False: clone requests are served in a stock voice (see docs/gpu.md)
+
+    async def clone(self, request: CloneRequest, job: JobContext) -> Audio: ...
+
+    async def design(self, request: DesignRequest, job: JobContext) -> Audio: ...
+
+    async def aclose(self) -> None: ...
