@@ -82,22 +82,17 @@ $$;
 create function private.broadcast_change() returns trigger
 language plpgsql security definer set search_path = '' as $$
 declare
-  owner uuid;
+  row_now jsonb := case when tg_op = 'DELETE' then to_jsonb(old) else to_jsonb(new) end;
+  owner uuid := (case when tg_table_name = 'profiles' then row_now ->> 'id' else row_now ->> 'user_id' end)::uuid;
   record_now jsonb;
-  record_before jsonb;
 begin
   if tg_op = 'DELETE' then
-    owner := case when tg_table_name = 'profiles' then old.id else old.user_id end;
-    record_now := jsonb_build_object('id', old.id);
+    record_now := jsonb_build_object('id', row_now -> 'id');
   else
-    owner := case when tg_table_name = 'profiles' then new.id else new.user_id end;
-    record_now := private.broadcast_record(tg_table_name, to_jsonb(new));
+    record_now := private.broadcast_record(tg_table_name, row_now);
   end if;
-  if tg_op = 'UPDATE' then
-    record_before := private.broadcast_record(tg_table_name, to_jsonb(old));
-    if record_before = record_now then
-      return null;  -- only internal columns changed (heartbeats): nothing to show
-    end if;
+  if tg_op = 'UPDATE' and private.broadcast_record(tg_table_name, to_jsonb(old)) = record_now then
+    return null;  -- only internal columns changed (heartbeats): nothing to show
   end if;
   perform realtime.send(
     jsonb_build_object('operation', tg_op, 'schema', tg_table_schema, 'table', tg_table_name,
