@@ -103,15 +103,15 @@ class Admin:
     def task_of(self, column: str, subject_id: uuid.UUID) -> dict[str, Any]:
         return self.rows(f"select * from tasks where {column} = %s", (subject_id,))[0]
 
-    async def wait_until(self, sql: str, params: Any = None, timeout: float = 20.0) -> Any:
+    async def wait_until(self, sql: str, params: Any = None, within: float = 20.0) -> Any:
         """Polls a query until it returns a true first value (test-side only)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             found = self.value(sql, params)
             if found:
                 return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for: {sql} {params}")
+                raise AssertionError(f"timed out after {within}s waiting for: {sql} {params}")
             await asyncio.sleep(0.05)
 
 
@@ -162,8 +162,8 @@ def _unused_normaliser(data: bytes) -> tuple[bytes, float]:
     raise AssertionError("this test does not clone")
 
 
-async def _until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(condition: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("listener did not start listening")

@@ -95,10 +95,7 @@ async def test_malformed_messages_are_dead_lettered_and_work_goes_on(
     user = admin.new_user()
     admin.rows("select pgmq.send('generate', '{\"no\": \"task id\"}')")
     admin.rows("select pgmq.send('generate', '\"just a string\"')")
-    admin.rows(
-        "select pgmq.send('generate', '{\"task_id\": \"%s\"}')"
-        % "7f0c3a8e-0000-4000-8000-000000000000"
-    )
+    admin.rows("select pgmq.send('generate', jsonb_build_object('task_id', gen_random_uuid()))")
     async with run_listener() as listener:
         voice_id = await ready_voice(admin, user)
         generation_id = user.generate(voice_id)
