@@ -102,6 +102,6 @@ async def test_pickup_is_push_driven_not_polled(admin: Admin, run_listener: RunL
         await admin.wait_until(
             "select status = 'completed' from design_previews where id = %s",
             (preview_id,),
-            timeout=5,
+            within=5,
         )
         assert listener.metrics.pickup_ms[-1] < 5000
