@@ -250,7 +250,9 @@ class Listener:
         """Heartbeats: extend the message's invisibility, write progress (at most once
         per progress interval), and stop the engine when the task ended elsewhere."""
         every = self.settings.visibility_timeout_seconds / 3
-        last_write = 0.0
+        # Starting the clock at the start means a job shorter than one progress
+        # interval writes no progress at all: completion says it all.
+        last_write = time.monotonic()
         while True:
             await _wait(running.progress_changed, every)
             pause = last_write + self.settings.progress_interval_seconds - time.monotonic()
