@@ -45,7 +45,9 @@ async def test_cancel_while_running_stops_the_engine_within_a_second(
     assert not list((listener_settings.storage_dir).rglob("*.wav"))
 
 
-async def test_cancel_while_queued_means_the_engine_never_runs(admin: Admin, run_listener: RunListener) -> None:
+async def test_cancel_while_queued_means_the_engine_never_runs(
+    admin: Admin, run_listener: RunListener
+) -> None:
     user = admin.new_user()
     preview_id = user.design_preview()
     task = admin.task_of("design_preview_id", preview_id)
@@ -62,7 +64,9 @@ async def test_deleting_a_generation_while_it_runs_cancels_and_cleans_up(
     admin: Admin, run_listener: RunListener, listener_settings
 ) -> None:
     user = admin.new_user()
-    engine = ScriptedEngine(lambda task_id, calls: float("inf") if calls == 0 and task_id in hang else None)
+    engine = ScriptedEngine(
+        lambda task_id, calls: float("inf") if calls == 0 and task_id in hang else None
+    )
     hang: set[str] = set()
     async with run_listener(engine):
         voice_id = await ready_voice(admin, user)
@@ -102,9 +106,14 @@ async def test_cancel_racing_completion_ends_each_task_exactly_once(
     for _, preview_id in previews:
         task = admin.task_of("design_preview_id", preview_id)
         preview = admin.rows("select * from design_previews where id = %s", (preview_id,))[0]
-        stored = (listener_settings.storage_dir / "references" / f"{preview['user_id']}/previews/{preview_id}.wav")
+        stored = (
+            listener_settings.storage_dir
+            / "references"
+            / f"{preview['user_id']}/previews/{preview_id}.wav"
+        )
         refunds = admin.value(
-            "select count(*) from private.credit_ledger where task_id = %s and reason = 'refund'", (task["id"],)
+            "select count(*) from private.credit_ledger where task_id = %s and reason = 'refund'",
+            (task["id"],),
         )
         assert task["status"] in ("completed", "cancelled")
         assert preview["status"] == task["status"]
@@ -120,5 +129,7 @@ async def test_cancel_racing_completion_ends_each_task_exactly_once(
         assert ends == 1
     for user in users:
         credits = user.select("select credits from profiles")[0]["credits"]
-        ledger = admin.value("select sum(delta) from private.credit_ledger where user_id = %s", (user.user_id,))
+        ledger = admin.value(
+            "select sum(delta) from private.credit_ledger where user_id = %s", (user.user_id,)
+        )
         assert credits == ledger
