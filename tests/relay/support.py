@@ -44,7 +44,7 @@ def relay_settings(database_url: str, **overrides: Any) -> RelaySettings:
 
 
 @dataclass(frozen=True)
-class TestUser:
+class User:
     id: uuid.UUID
 
     @property
@@ -55,8 +55,8 @@ class TestUser:
         return mint_user_token(SECRET, self.id, expires_in=expires_in)
 
 
-def new_user() -> TestUser:
-    return TestUser(uuid.uuid4())
+def new_user() -> User:
+    return User(uuid.uuid4())
 
 
 def anon_key() -> str:
