@@ -77,7 +77,9 @@ class MessageFeed:
         # Newest `inserted_at` delivered, or when listening began: where catch-up starts.
         self._watermark: datetime | None = None
         self._delivered: OrderedDict[str, datetime] = OrderedDict()
+        # Exactly one of these is set once the feed has started; no LISTEN, no delivery.
         self.listening = asyncio.Event()
+        self.lost = asyncio.Event()
         self.listener_pid: int | None = None
         self.reconnects = 0
 
@@ -88,12 +90,13 @@ class MessageFeed:
                 await self._listen_once()
             except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
                 self.listening.clear()
+                self.lost.set()
                 self.listener_pid = None
                 delay = min(self._max_backoff_s, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
                 failures = min(failures + 1, 16)
                 log_event(
                     "database_connection_lost",
-                    error=str(exc).strip().splitlines()[-1]
+                    error=str(exc).strip().splitlines()[0]
                     if str(exc).strip()
                     else type(exc).__name__,
                     retry_in_s=round(delay, 3),
@@ -129,6 +132,7 @@ class MessageFeed:
                 # a message seen by both is delivered once.
                 await self._catch_up()
             self.listener_pid = int(pid)
+            self.lost.clear()
             self.listening.set()
             log_event(
                 "listening", channel=NOTIFY_CHANNEL, backend_pid=pid, reconnects=self.reconnects

@@ -53,6 +53,8 @@ class RelayServer:
                 max_size=settings.authorization_pool_size,
                 open=False,
                 timeout=5,
+                # A pooled connection the server dropped is replaced, not handed to a join.
+                check=AsyncConnectionPool.check_connection,
                 name="relay-authorization",
             )
         )
