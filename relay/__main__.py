@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import uuid
@@ -72,11 +73,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    logs.configure()
     if args.command == "watch":
+        # The watch prints messages; the client library's own chatter stays out of them.
+        logs.configure(logging.WARNING)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_watch(args))
         return 0
+    logs.configure()
     relay_settings = settings.from_env()
     if getattr(args, "host", None):
         relay_settings = replace(relay_settings, host=args.host)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from relay.logs import log_event
+from relay.logs import LOGGER, log_event
 
 NOTIFY_CHANNEL = "realtime_relay"
 # Ids remembered to skip duplicates after a catch-up; far above what a development
@@ -82,28 +83,28 @@ class MessageFeed:
         self.lost = asyncio.Event()
         self.listener_pid: int | None = None
         self.reconnects = 0
+        self._failures = 0  # in a row, for the backoff
 
     async def run(self) -> None:
-        failures = 0
         while True:
             try:
                 await self._listen_once()
             except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
-                self.listening.clear()
-                self.lost.set()
-                self.listener_pid = None
-                delay = min(self._max_backoff_s, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
-                failures = min(failures + 1, 16)
-                log_event(
-                    "database_connection_lost",
-                    error=str(exc).strip().splitlines()[0]
-                    if str(exc).strip()
-                    else type(exc).__name__,
-                    retry_in_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-            else:
-                failures = 0
+                cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                event, level = "database_connection_lost", logging.WARNING
+            except Exception as exc:
+                # Anything else (a query the schema no longer fits, a malformed notice) is
+                # logged loudly but must not end delivery for good: reconnect and go on.
+                LOGGER.exception("relay feed failed")
+                cause = f"{type(exc).__name__}: {exc}"
+                event, level = "feed_failed", logging.ERROR
+            self.listening.clear()
+            self.lost.set()
+            self.listener_pid = None
+            delay = min(self._max_backoff_s, 0.05 * 2**self._failures) * random.uniform(0.5, 1.0)
+            self._failures = min(self._failures + 1, 16)
+            log_event(event, level, error=cause, retry_in_s=round(delay, 3))
+            await asyncio.sleep(delay)
 
     async def _listen_once(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
@@ -132,6 +133,7 @@ class MessageFeed:
                 # a message seen by both is delivered once.
                 await self._catch_up()
             self.listener_pid = int(pid)
+            self._failures = 0
             self.lost.clear()
             self.listening.set()
             log_event(

@@ -28,3 +28,6 @@ def log_event(event: str, /, level: int = logging.INFO, **fields: object) -> Non
 
 def configure(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # websockets logs each handshake, /healthz included, as a "rejected" connection; the
+    # relay's own `connected` / `connect_refused` lines say what happened.
+    logging.getLogger("websockets").setLevel(max(level, logging.WARNING))
