@@ -26,7 +26,9 @@ create policy "users read their own profile" on public.profiles
   for select to authenticated using (id = (select auth.uid()));
 
 grant select, delete on public.voices to authenticated;
-grant insert (id, name, language, reference_object_key, reference_transcript, design_preview_id)
+-- user_id is insertable so a client that sends its own id works; the insert triggers
+-- refuse anyone else's with a clear message.
+grant insert (id, user_id, name, language, reference_object_key, reference_transcript, design_preview_id)
   on public.voices to authenticated;
 create policy "users read their own voices" on public.voices
   for select to authenticated using (user_id = (select auth.uid()));
@@ -36,7 +38,7 @@ create policy "users delete their own voices" on public.voices
   for delete to authenticated using (user_id = (select auth.uid()));
 
 grant select, delete on public.generations to authenticated;
-grant insert (id, voice_id, text, language, regenerated_from) on public.generations to authenticated;
+grant insert (id, user_id, voice_id, text, language, regenerated_from) on public.generations to authenticated;
 create policy "users read their own generations" on public.generations
   for select to authenticated using (user_id = (select auth.uid()));
 create policy "users create their own generations" on public.generations
@@ -45,7 +47,7 @@ create policy "users delete their own generations" on public.generations
   for delete to authenticated using (user_id = (select auth.uid()));
 
 grant select, delete on public.design_previews to authenticated;
-grant insert (id, instruct, text, language) on public.design_previews to authenticated;
+grant insert (id, user_id, instruct, text, language) on public.design_previews to authenticated;
 create policy "users read their own design previews" on public.design_previews
   for select to authenticated using (user_id = (select auth.uid()));
 create policy "users create their own design previews" on public.design_previews
@@ -82,16 +84,19 @@ $$;
 create function private.broadcast_change() returns trigger
 language plpgsql security definer set search_path = '' as $$
 declare
+  row_data jsonb := to_jsonb(case when tg_op = 'DELETE' then old else new end);
   owner uuid;
   record_now jsonb;
   record_before jsonb;
 begin
+  -- Through jsonb: PL/pgSQL resolves `new.user_id` even in a CASE branch not taken,
+  -- which fails for profiles (keyed by `id`).
+  owner := (case when tg_table_name = 'profiles' then row_data ->> 'id'
+                 else row_data ->> 'user_id' end)::uuid;
   if tg_op = 'DELETE' then
-    owner := case when tg_table_name = 'profiles' then old.id else old.user_id end;
-    record_now := jsonb_build_object('id', old.id);
+    record_now := jsonb_build_object('id', row_data -> 'id');
   else
-    owner := case when tg_table_name = 'profiles' then new.id else new.user_id end;
-    record_now := private.broadcast_record(tg_table_name, to_jsonb(new));
+    record_now := private.broadcast_record(tg_table_name, row_data);
   end if;
   if tg_op = 'UPDATE' then
     record_before := private.broadcast_record(tg_table_name, to_jsonb(old));
@@ -118,12 +123,17 @@ create trigger broadcast_changes after insert or update or delete on public.desi
 create trigger broadcast_changes after update on public.profiles
   for each row execute function private.broadcast_change();
 
+-- Realtime authorises a join by setting realtime.topic() to the channel and checking
+-- a message of that topic; the row's own topic must match too, or a session whose
+-- topic is its own could read every other user's rows.
 create policy "users receive broadcasts on their own topic" on realtime.messages
   for select to authenticated
-  using (extension = 'broadcast' and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
+  using (extension = 'broadcast' and topic = (select realtime.topic())
+         and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
 create policy "users broadcast on their own topic" on realtime.messages
   for insert to authenticated
-  with check (extension = 'broadcast' and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
+  with check (extension = 'broadcast' and topic = (select realtime.topic())
+              and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
 
 -- Postgres Changes, the simpler path: RLS is re-checked per subscriber and change.
 alter publication supabase_realtime add table
