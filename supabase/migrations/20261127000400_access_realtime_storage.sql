@@ -6,8 +6,9 @@ revoke all on all functions in schema private from public, anon, authenticated;
 revoke all on all functions in schema worker from public, anon, authenticated;
 alter default privileges for role postgres in schema public revoke all on tables from anon, authenticated;
 alter default privileges for role postgres in schema public revoke all on functions from anon, authenticated;
-alter default privileges for role postgres in schema private revoke all on functions from public;
-alter default privileges for role postgres in schema worker revoke all on functions from public;
+-- Per-schema default privileges can only add to the global ones (EXECUTE for PUBLIC on
+-- every new function), so functions made later in `private` and `worker` are revoked
+-- again at the end of this file, and must be in any later migration.
 
 alter table public.languages enable row level security;
 alter table public.profiles enable row level security;
@@ -163,3 +164,7 @@ create policy "users upload their own references" on storage.objects
 create policy "users read their own generations audio" on storage.objects
   for select to authenticated
   using (bucket_id = 'generations' and (storage.foldername(name))[1] = (select auth.uid())::text);
+
+revoke all on all functions in schema private from public, anon, authenticated, service_role;
+revoke all on all functions in schema worker from public, anon, authenticated, service_role;
+grant execute on all functions in schema worker to utter_worker;

@@ -68,16 +68,17 @@ $$;
 
 -- A cloned voice the listener has validated: uploaded, inserted, claimed, completed.
 -- Call it unauthenticated or as `email` (the insert is that user's).
-create or replace function tests.make_ready_voice(email text, name text default 'Ready voice')
-returns uuid
+create or replace function tests.make_ready_voice(
+  email text, name text default 'Ready voice', voice_id uuid default gen_random_uuid()
+) returns uuid
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
-  voice_id uuid := tests.upload_reference(email);
   task_id uuid;
 begin
+  perform tests.upload_reference(email, voice_id);
   insert into public.voices (id, user_id, name, language, reference_object_key, reference_transcript)
   values (voice_id, tests.get_user_id(email), name, 'English',
           tests.reference_key(email, voice_id), 'This is what the reference recording says.');
@@ -89,18 +90,19 @@ end
 $$;
 
 -- A design preview the listener has finished (charged 1 credit).
-create or replace function tests.make_completed_preview(email text) returns uuid
+create or replace function tests.make_completed_preview(
+  email text, preview_id uuid default gen_random_uuid()
+) returns uuid
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
-  preview_id uuid;
   task_id uuid;
 begin
-  insert into public.design_previews (user_id, instruct, text, language)
-  values (tests.get_user_id(email), 'A warm, slow baritone', 'Hello from a designed voice.', 'English')
-  returning id into preview_id;
+  insert into public.design_previews (id, user_id, instruct, text, language)
+  values (preview_id, tests.get_user_id(email), 'A warm, slow baritone',
+          'Hello from a designed voice.', 'English');
   task_id := tests.task_for(preview_id);
   perform tests.claim(task_id);
   perform tests.complete(task_id);
@@ -223,6 +225,6 @@ revoke execute on function tests.outcome_as(text, text) from anon, authenticated
 
 select extensions.plan(1);
 select extensions.ok(
-  to_regprocedure('tests.make_ready_voice(text, text)') is not null,
+  to_regprocedure('tests.make_ready_voice(text, text, uuid)') is not null,
   'Utter test helpers installed');
 select * from extensions.finish();
