@@ -84,8 +84,8 @@ language plpgsql security definer set search_path = '' as $$
 declare
   refunded integer;
 begin
-  if task.cost = 0 or not exists (select 1 from auth.users u where u.id = task.user_id) then
-    return;  -- nothing was charged, or the account is being deleted
+  if task.cost = 0 then
+    return;
   end if;
   insert into private.credit_ledger (user_id, task_id, delta, reason)
   values (task.user_id, task.id, task.cost, 'refund')
@@ -200,12 +200,15 @@ begin
   if not found or task.status not in ('pending', 'processing') then
     return;
   end if;
-  update public.tasks
-  set status = 'cancelled', error = reason, cancel_requested_at = coalesce(cancel_requested_at, now()),
-      generation_id = case when detach then null else generation_id end,
-      design_preview_id = case when detach then null else design_preview_id end,
-      voice_id = case when detach then null else voice_id end
-  where id = task_id;
+  -- When the account is being deleted its tasks go with it: only the work is stopped.
+  if exists (select 1 from auth.users u where u.id = task.user_id) then
+    update public.tasks
+    set status = 'cancelled', error = reason, cancel_requested_at = coalesce(cancel_requested_at, now()),
+        generation_id = case when detach then null else generation_id end,
+        design_preview_id = case when detach then null else design_preview_id end,
+        voice_id = case when detach then null else voice_id end
+    where id = task_id;
+  end if;
   if task.status = 'pending' and task.msg_id is not null then
     perform pgmq.delete(task.type, task.msg_id);
   else
