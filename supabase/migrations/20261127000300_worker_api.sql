@@ -273,6 +273,7 @@ begin
   where t.id = task.id;
   if task.msg_id is not null then
     perform pgmq.set_vt(task.type, task.msg_id, 0);
+    perform pg_notify('utter_jobs', task.type);  -- another listener takes it now
   end if;
   return 'released';
 end

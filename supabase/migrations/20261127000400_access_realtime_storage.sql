@@ -85,25 +85,17 @@ $$;
 create function private.broadcast_change() returns trigger
 language plpgsql security definer set search_path = '' as $$
 declare
-  row_data jsonb := to_jsonb(case when tg_op = 'DELETE' then old else new end);
-  owner uuid;
+  row_now jsonb := case when tg_op = 'DELETE' then to_jsonb(old) else to_jsonb(new) end;
+  owner uuid := (case when tg_table_name = 'profiles' then row_now ->> 'id' else row_now ->> 'user_id' end)::uuid;
   record_now jsonb;
-  record_before jsonb;
 begin
-  -- Through jsonb: PL/pgSQL resolves `new.user_id` even in a CASE branch not taken,
-  -- which fails for profiles (keyed by `id`).
-  owner := (case when tg_table_name = 'profiles' then row_data ->> 'id'
-                 else row_data ->> 'user_id' end)::uuid;
   if tg_op = 'DELETE' then
-    record_now := jsonb_build_object('id', row_data -> 'id');
+    record_now := jsonb_build_object('id', row_now -> 'id');
   else
-    record_now := private.broadcast_record(tg_table_name, row_data);
+    record_now := private.broadcast_record(tg_table_name, row_now);
   end if;
-  if tg_op = 'UPDATE' then
-    record_before := private.broadcast_record(tg_table_name, to_jsonb(old));
-    if record_before = record_now then
-      return null;  -- only internal columns changed (heartbeats): nothing to show
-    end if;
+  if tg_op = 'UPDATE' and private.broadcast_record(tg_table_name, to_jsonb(old)) = record_now then
+    return null;  -- only internal columns changed (heartbeats): nothing to show
   end if;
   perform realtime.send(
     jsonb_build_object('operation', tg_op, 'schema', tg_table_schema, 'table', tg_table_name,

@@ -1,0 +1,121 @@
+"""The listener as a real process: kill -9 mid-job (again and again), SIGTERM with a
+grace period, and a database restart under running jobs. Every task still ends once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack import cluster
+from devstack.settings import ROOT, worker_url
+from tests.listener.conftest import Admin, RunListener
+from tests.listener.scripted_engine import ScriptedEngine
+
+
+def start_listener(database_url: str, storage: Path, **env: str) -> subprocess.Popen[bytes]:
+    settings = {
+        "UTTER_LISTENER_DATABASE_URL": worker_url(database_url),
+        "UTTER_ENGINE": "tone",
+        "UTTER_STORAGE_DIR": str(storage),
+        "UTTER_TONE_DELAY_SECONDS": "1.0",
+        "UTTER_VISIBILITY_TIMEOUT_SECONDS": "3",
+        "UTTER_POLL_INTERVAL_SECONDS": "0.5",
+        "UTTER_CONCURRENCY_DESIGN_PREVIEW": "3",
+        "UTTER_MAX_ATTEMPTS": "10",
+        "UTTER_SHUTDOWN_GRACE_SECONDS": "5",
+    } | env
+    return subprocess.Popen(
+        [sys.executable, "-m", "listener", "--log-level", "WARNING"],
+        cwd=ROOT, env=os.environ | settings, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def ended_once(admin: Admin) -> bool:
+    return bool(
+        admin.value(
+            "select count(distinct payload #>> '{record,id}') = count(*) from realtime.messages "
+            "where payload->>'table' = 'tasks' "
+            "and payload #>> '{record,status}' in ('completed', 'failed', 'cancelled')"
+        )
+    )
+
+
+async def test_kill_nine_mid_job_repeatedly_still_ends_every_task_once(
+    admin: Admin, fresh_database_url: str, tmp_path: Path
+) -> None:
+    user = admin.new_user()
+    previews = [user.design_preview(text=f"Line {n}") for n in range(9)]
+    for _ in range(4):
+        process = start_listener(fresh_database_url, tmp_path)
+        await admin.wait_until("select count(*) > 0 from tasks where status = 'processing'", within=20)
+        await asyncio.sleep(0.4)  # mid-job: the tone engine takes a second
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    process = start_listener(fresh_database_url, tmp_path)
+    try:
+        await admin.wait_until("select count(*) = 9 from tasks where status = 'completed'", within=90)
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
+    assert ended_once(admin)
+    assert admin.value("select count(*) from storage.objects where bucket_id = 'references'") == 9
+    for preview_id in previews:
+        row = admin.rows("select user_id, audio_object_key from design_previews where id = %s", (preview_id,))[0]
+        assert (tmp_path / "references" / row["audio_object_key"]).exists()
+    assert admin.value("select max(attempts) > 1 from tasks") is True  # the kills did interrupt work
+    assert user.select("select credits from profiles")[0]["credits"] == 100 - 9
+
+
+async def test_sigterm_hands_running_work_back_and_exits_zero(
+    admin: Admin, fresh_database_url: str, tmp_path: Path
+) -> None:
+    user = admin.new_user()
+    preview_id = user.design_preview()
+    process = start_listener(
+        fresh_database_url, tmp_path,
+        UTTER_TONE_DELAY_SECONDS="30", UTTER_SHUTDOWN_GRACE_SECONDS="0.5",
+        UTTER_VISIBILITY_TIMEOUT_SECONDS="60",
+    )
+    await admin.wait_until("select count(*) = 1 from tasks where status = 'processing'", within=20)
+    stopped = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+    assert time.monotonic() - stopped < 10
+    task = admin.task_of("design_preview_id", preview_id)
+    assert (task["status"], task["attempts"], task["claimed_by"]) == ("pending", 0, None)
+    # Visible again at once, not after the 60 s visibility timeout.
+    assert admin.value("select vt <= now() from pgmq.q_design_preview") is True
+
+
+async def test_sigterm_lets_short_jobs_finish_within_the_grace_period(
+    admin: Admin, fresh_database_url: str, tmp_path: Path
+) -> None:
+    user = admin.new_user()
+    preview_id = user.design_preview()
+    process = start_listener(fresh_database_url, tmp_path, UTTER_TONE_DELAY_SECONDS="1")
+    await admin.wait_until("select count(*) = 1 from tasks where status = 'processing'", within=20)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+    assert admin.task_of("design_preview_id", preview_id)["status"] == "completed"
+
+
+async def test_database_restart_while_jobs_run_loses_nothing(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(lambda task_id, calls: 1.5)
+    async with run_listener(engine, concurrency_design_preview=3) as listener:
+        for n in range(6):
+            user.design_preview(text=f"Line {n}")
+        await asyncio.wait_for(engine.started.wait(), 10)
+        await asyncio.to_thread(cluster.stop, "fast")
+        await asyncio.to_thread(cluster.start)
+        await admin.wait_until("select count(*) = 6 from tasks where status = 'completed'", within=90)
+        assert listener.metrics.listening  # the LISTEN connection came back
+    assert ended_once(admin)
+    assert user.select("select credits from profiles")[0]["credits"] == 100 - 6
