@@ -14,14 +14,19 @@ from devstack.database import connect
 from devstack.settings import ROOT, with_dbname
 
 TEMPLATE = "utter_template"
-HELPERS = ROOT / "supabase" / "tests" / "00000-test-helpers.test.sql"
+# pgTAP helper files kept in every test database, in the order they must run.
+HELPERS = [
+    ROOT / "supabase" / "tests" / "00000-test-helpers.test.sql",
+    ROOT / "supabase" / "tests" / "00010-utter-helpers.test.sql",
+]
 
 
 def template_fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(platform.fingerprint().encode())
     digest.update(migrations.fingerprint().encode())
-    digest.update(HELPERS.read_bytes())
+    for helpers in HELPERS:
+        digest.update(helpers.read_bytes())
     return digest.hexdigest()[:32]
 
 
@@ -50,7 +55,10 @@ def ensure_template(server_url: str) -> str:
     migrations.push(url)
     with connect(url) as conn:
         platform.ensure_local_worker_login(conn)
-        conn.execute(HELPERS.read_bytes())
+    for helpers in HELPERS:
+        # One session each, as pg_prove runs them: pgTAP plans once per session.
+        with connect(url) as conn:
+            conn.execute(helpers.read_bytes())
     with connect(server_url) as admin:
         admin.execute(f"comment on database \"{TEMPLATE}\" is '{wanted}'".encode())
     return "template rebuilt"

@@ -98,9 +98,19 @@ begin
 end
 $$;
 
+-- The one exception: deleting an account removes its ledger (the foreign keys'
+-- cascade, then set null from its deleted tasks).
 create function private.forbid_ledger_changes() returns trigger
-language plpgsql set search_path = '' as $$
+language plpgsql security definer set search_path = '' as $$
 begin
+  if tg_op = 'DELETE' and not exists (select 1 from auth.users u where u.id = old.user_id) then
+    return old;
+  end if;
+  if tg_op = 'UPDATE' and old.task_id is not null and new.task_id is null
+     and (to_jsonb(new) - 'task_id') = (to_jsonb(old) - 'task_id')
+     and not exists (select 1 from public.tasks t where t.id = old.task_id) then
+    return new;
+  end if;
   raise exception 'private.credit_ledger is append-only (% refused)', tg_op;
 end
 $$;
@@ -156,7 +166,8 @@ begin
   if balance < price then
     raise exception using errcode = 'PT402',
       message = format('not enough credits: this %s costs %s and the balance is %s',
-                       replace(task_type, '_', ' '), price, balance);
+                       case task_type when 'generate' then 'generation'
+                                      else replace(task_type, '_', ' ') end, price, balance);
   end if;
 
   new_msg_id := private.enqueue(task_type, jsonb_build_object('task_id', new_task_id, 'type', task_type));
@@ -189,12 +200,15 @@ begin
   if not found or task.status not in ('pending', 'processing') then
     return;
   end if;
-  update public.tasks
-  set status = 'cancelled', error = reason, cancel_requested_at = coalesce(cancel_requested_at, now()),
-      generation_id = case when detach then null else generation_id end,
-      design_preview_id = case when detach then null else design_preview_id end,
-      voice_id = case when detach then null else voice_id end
-  where id = task_id;
+  -- When the account is being deleted its tasks go with it: only the work is stopped.
+  if exists (select 1 from auth.users u where u.id = task.user_id) then
+    update public.tasks
+    set status = 'cancelled', error = reason, cancel_requested_at = coalesce(cancel_requested_at, now()),
+        generation_id = case when detach then null else generation_id end,
+        design_preview_id = case when detach then null else design_preview_id end,
+        voice_id = case when detach then null else voice_id end
+    where id = task_id;
+  end if;
   if task.status = 'pending' and task.msg_id is not null then
     perform pgmq.delete(task.type, task.msg_id);
   else
@@ -205,6 +219,8 @@ $$;
 
 create function private.before_task_update() returns trigger
 language plpgsql security definer set search_path = '' as $$
+declare
+  changed text[];
 begin
   -- A client's cancel request (the only column it may write).
   if old.cancel_requested_at is null and new.cancel_requested_at is not null
@@ -225,6 +241,20 @@ begin
   end if;
 
   if old.status in ('completed', 'failed', 'cancelled') then
+    changed := array(select n.key from jsonb_each(to_jsonb(new)) n
+                     where n.value is distinct from to_jsonb(old) -> n.key and n.key <> 'updated_at');
+    if cardinality(changed) = 0 then
+      return null;  -- nothing to change, e.g. a repeated cancel
+    end if;
+    -- Its generation, preview or voice was deleted (the foreign keys set null): the
+    -- ended task stays as history, detached.
+    if changed <@ array['generation_id', 'design_preview_id', 'voice_id']
+       and (new.generation_id is null or new.generation_id = old.generation_id)
+       and (new.design_preview_id is null or new.design_preview_id = old.design_preview_id)
+       and (new.voice_id is null or new.voice_id = old.voice_id) then
+      new.updated_at := now();
+      return new;
+    end if;
     raise exception using errcode = '22023',
       message = format('task %s already ended (%s); it cannot change', old.id, old.status);
   end if;
@@ -539,9 +569,12 @@ begin
                  where g.voice_id = old.id and t.status in ('pending', 'processing') loop
     perform private.cancel_task(task_id, 'voice deleted');
   end loop;
-  -- The voice owns its folder and, when designed, the preview audio it was saved from.
+  -- The voice owns its folder. A designed voice's audio is its preview's: it goes with
+  -- the voice only once the preview is gone (design_preview_id set null), otherwise the
+  -- preview would stay completed, and could be saved again, with its audio deleted.
   perform private.remove_objects('references',
-    array[old.reference_object_key, old.normalized_object_key]
+    case when old.design_preview_id is null
+         then array[old.reference_object_key, old.normalized_object_key] else '{}'::text[] end
     || array(select o.name from storage.objects o
              where o.bucket_id = 'references' and o.name like old.user_id || '/' || old.id || '/%'));
   return old;

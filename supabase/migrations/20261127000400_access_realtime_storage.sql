@@ -6,8 +6,9 @@ revoke all on all functions in schema private from public, anon, authenticated;
 revoke all on all functions in schema worker from public, anon, authenticated;
 alter default privileges for role postgres in schema public revoke all on tables from anon, authenticated;
 alter default privileges for role postgres in schema public revoke all on functions from anon, authenticated;
-alter default privileges for role postgres in schema private revoke all on functions from public;
-alter default privileges for role postgres in schema worker revoke all on functions from public;
+-- Per-schema default privileges can only add to the global ones (EXECUTE for PUBLIC on
+-- every new function), so functions made later in `private` and `worker` are revoked
+-- again at the end of this file, and must be in any later migration.
 
 alter table public.languages enable row level security;
 alter table public.profiles enable row level security;
@@ -26,7 +27,9 @@ create policy "users read their own profile" on public.profiles
   for select to authenticated using (id = (select auth.uid()));
 
 grant select, delete on public.voices to authenticated;
-grant insert (id, name, language, reference_object_key, reference_transcript, design_preview_id)
+-- user_id is insertable so a client that sends its own id works; the insert triggers
+-- refuse anyone else's with a clear message.
+grant insert (id, user_id, name, language, reference_object_key, reference_transcript, design_preview_id)
   on public.voices to authenticated;
 create policy "users read their own voices" on public.voices
   for select to authenticated using (user_id = (select auth.uid()));
@@ -36,7 +39,7 @@ create policy "users delete their own voices" on public.voices
   for delete to authenticated using (user_id = (select auth.uid()));
 
 grant select, delete on public.generations to authenticated;
-grant insert (id, voice_id, text, language, regenerated_from) on public.generations to authenticated;
+grant insert (id, user_id, voice_id, text, language, regenerated_from) on public.generations to authenticated;
 create policy "users read their own generations" on public.generations
   for select to authenticated using (user_id = (select auth.uid()));
 create policy "users create their own generations" on public.generations
@@ -45,7 +48,7 @@ create policy "users delete their own generations" on public.generations
   for delete to authenticated using (user_id = (select auth.uid()));
 
 grant select, delete on public.design_previews to authenticated;
-grant insert (id, instruct, text, language) on public.design_previews to authenticated;
+grant insert (id, user_id, instruct, text, language) on public.design_previews to authenticated;
 create policy "users read their own design previews" on public.design_previews
   for select to authenticated using (user_id = (select auth.uid()));
 create policy "users create their own design previews" on public.design_previews
@@ -113,12 +116,17 @@ create trigger broadcast_changes after insert or update or delete on public.desi
 create trigger broadcast_changes after update on public.profiles
   for each row execute function private.broadcast_change();
 
+-- Realtime authorises a join by setting realtime.topic() to the channel and checking
+-- a message of that topic; the row's own topic must match too, or a session whose
+-- topic is its own could read every other user's rows.
 create policy "users receive broadcasts on their own topic" on realtime.messages
   for select to authenticated
-  using (extension = 'broadcast' and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
+  using (extension = 'broadcast' and topic = (select realtime.topic())
+         and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
 create policy "users broadcast on their own topic" on realtime.messages
   for insert to authenticated
-  with check (extension = 'broadcast' and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
+  with check (extension = 'broadcast' and topic = (select realtime.topic())
+              and (select realtime.topic()) = 'user:' || (select auth.uid())::text);
 
 -- Postgres Changes, the simpler path: RLS is re-checked per subscriber and change.
 alter publication supabase_realtime add table
@@ -148,3 +156,7 @@ create policy "users upload their own references" on storage.objects
 create policy "users read their own generations audio" on storage.objects
   for select to authenticated
   using (bucket_id = 'generations' and (storage.foldername(name))[1] = (select auth.uid())::text);
+
+revoke all on all functions in schema private from public, anon, authenticated, service_role;
+revoke all on all functions in schema worker from public, anon, authenticated, service_role;
+grant execute on all functions in schema worker to utter_worker;

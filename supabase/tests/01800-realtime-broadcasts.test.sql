@@ -1,0 +1,161 @@
+-- Every change the app shows reaches its owner's private topic user:<uid> as a
+-- broadcast {operation, schema, table, record}; records carry no internal columns,
+-- and changes to internal columns alone (heartbeats) send nothing. Each scenario
+-- starts from an empty realtime.messages, so the assertions see only what it sent.
+begin;
+select plan(26);
+
+select tests.create_user('live-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
+select tests.create_user('live-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
+select tests.make_ready_voice('live-alice@utter.test', 'Alice', 'a11ce000-0000-4000-8000-00000000a001');
+
+-- Generate ------------------------------------------------------------------------------
+delete from realtime.messages;
+select tests.authenticate_as('live-alice@utter.test');
+insert into public.generations (id, voice_id, text, language)
+values ('a11ce000-0000-4000-8000-00000000a010', 'a11ce000-0000-4000-8000-00000000a001', 'Live words.', 'English');
+select tests.clear_authentication();
+select set_eq(
+  $$ select event || ' ' || (payload ->> 'table') from realtime.messages
+     where topic = 'user:a11ce000-0000-4000-8000-000000000001' and private and extension = 'broadcast' $$,
+  array['INSERT generations', 'INSERT tasks', 'UPDATE profiles'],
+  'a generation insert broadcasts the generation, its task and the new balance to the owner');
+select is((select count(*)::int from realtime.messages), 3, 'exactly those three messages, on no other topic');
+select is((select payload from realtime.messages where payload ->> 'table' = 'profiles'),
+  '{"operation": "UPDATE", "schema": "public", "table": "profiles",
+    "record": {"id": "a11ce000-0000-4000-8000-000000000001", "credits": 99}}'::jsonb,
+  'the balance broadcast is exactly {operation, schema, table, record: {id, credits}}');
+select set_eq(
+  $$ select jsonb_object_keys(payload -> 'record') from realtime.messages where payload ->> 'table' = 'generations' $$,
+  array['id', 'voice_id', 'voice_name', 'text', 'language', 'regenerated_from', 'status', 'audio_object_key',
+        'duration_seconds', 'generation_seconds', 'error', 'created_at', 'updated_at', 'completed_at'],
+  'a generation record has every column the app shows and no user_id');
+select set_eq(
+  $$ select jsonb_object_keys(payload -> 'record') from realtime.messages where payload ->> 'table' = 'tasks' $$,
+  array['id', 'type', 'status', 'progress', 'error', 'cost', 'attempts', 'generation_id', 'design_preview_id',
+        'voice_id', 'cancel_requested_at', 'created_at', 'started_at', 'ended_at'],
+  'a task record leaves out msg_id, engine_call_id, claimed_by, heartbeat_at and user_id');
+select is((select payload #>> '{record,status}' || '/' || (payload #>> '{record,cost}') from realtime.messages
+           where payload ->> 'table' = 'tasks'),
+  'pending/1', 'the task broadcast shows it pending at its cost');
+
+-- Claim, heartbeats, completion ---------------------------------------------------------
+select set_config('test.task', tests.task_for('a11ce000-0000-4000-8000-00000000a010')::text, true);
+delete from realtime.messages;
+select tests.claim(current_setting('test.task')::uuid, 'worker-1');
+select set_eq(
+  $$ select event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,status}') from realtime.messages $$,
+  array['UPDATE tasks processing', 'UPDATE generations processing'],
+  'a claim broadcasts the task and the generation turning processing');
+
+delete from realtime.messages;
+select worker.heartbeat(current_setting('test.task')::uuid, 'worker-1', null, 60);
+select worker.record_engine_call(current_setting('test.task')::uuid, 'worker-1', 'fc-1');
+select is_empty($$ select 1 from realtime.messages $$,
+  'a heartbeat without progress and a recorded engine call broadcast nothing');
+
+select worker.heartbeat(current_setting('test.task')::uuid, 'worker-1', 0.25, 60);
+select is((select event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,progress}') from realtime.messages),
+  'UPDATE tasks 0.25', 'progress is broadcast');
+
+delete from realtime.messages;
+select tests.complete(current_setting('test.task')::uuid, 'worker-1');
+select set_eq(
+  $$ select event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,status}') from realtime.messages $$,
+  array['UPDATE generations completed', 'UPDATE tasks completed'],
+  'completion broadcasts the finished generation and task');
+select is((select payload #>> '{record,audio_object_key}' from realtime.messages where payload ->> 'table' = 'generations'),
+  'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a010.wav',
+  'the completed generation carries its audio key for a signed URL');
+delete from realtime.messages;
+select tests.complete(current_setting('test.task')::uuid, 'worker-1');
+select is_empty($$ select 1 from realtime.messages $$, 'a repeated completion broadcasts nothing');
+
+-- Delete ------------------------------------------------------------------------------
+select tests.authenticate_as('live-alice@utter.test');
+delete from public.generations where id = 'a11ce000-0000-4000-8000-00000000a010';
+select tests.clear_authentication();
+select is((select payload from realtime.messages where event = 'DELETE'),
+  '{"operation": "DELETE", "schema": "public", "table": "generations",
+    "record": {"id": "a11ce000-0000-4000-8000-00000000a010"}}'::jsonb,
+  'a delete broadcasts only the id of the deleted row');
+select is((select payload #>> '{record,generation_id}' from realtime.messages where payload ->> 'table' = 'tasks'), null,
+  'the task left behind is broadcast detached from it');
+
+-- Clone ---------------------------------------------------------------------------------
+delete from realtime.messages;
+select tests.authenticate_as('live-alice@utter.test');
+select tests.upload_reference('live-alice@utter.test', 'a11ce000-0000-4000-8000-00000000a002');
+insert into public.voices (id, name, language, reference_object_key, reference_transcript)
+values ('a11ce000-0000-4000-8000-00000000a002', 'Second', 'English',
+        'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a002/reference.wav', 'Ten or more characters.');
+select tests.clear_authentication();
+select set_eq(
+  $$ select event || ' ' || (payload ->> 'table') from realtime.messages $$,
+  array['INSERT voices', 'INSERT tasks'],
+  'a clone broadcasts the voice and its task, and no balance change (it is free)');
+select ok((select not (payload -> 'record' ? 'user_id') and payload #>> '{record,status}' = 'pending'
+           from realtime.messages where payload ->> 'table' = 'voices'),
+  'the voice record is pending and has no user_id');
+delete from realtime.messages;
+select tests.claim(tests.task_for('a11ce000-0000-4000-8000-00000000a002'));
+select tests.complete(tests.task_for('a11ce000-0000-4000-8000-00000000a002'));
+select is((select payload #>> '{record,status}' from realtime.messages where payload ->> 'table' = 'voices'), 'ready',
+  'a validated clone is broadcast ready');
+
+-- Design preview, then cancel ---------------------------------------------------------------
+delete from realtime.messages;
+select tests.authenticate_as('live-alice@utter.test');
+insert into public.design_previews (id, instruct, text, language)
+values ('a11ce000-0000-4000-8000-00000000a0d1', 'A calm narrator', 'Hello there.', 'English');
+select tests.clear_authentication();
+select set_eq(
+  $$ select event || ' ' || (payload ->> 'table') from realtime.messages $$,
+  array['INSERT design_previews', 'INSERT tasks', 'UPDATE profiles'],
+  'a design preview broadcasts the preview, its task and the new balance');
+select ok((select not (payload -> 'record' ? 'user_id') from realtime.messages where payload ->> 'table' = 'design_previews'),
+  'the preview record has no user_id');
+delete from realtime.messages;
+select tests.authenticate_as('live-alice@utter.test');
+update public.tasks set cancel_requested_at = now() where design_preview_id = 'a11ce000-0000-4000-8000-00000000a0d1';
+select tests.clear_authentication();
+select set_eq(
+  $$ select event || ' ' || (payload ->> 'table') || ' ' || coalesce(payload #>> '{record,status}', payload #>> '{record,credits}')
+     from realtime.messages $$,
+  array['UPDATE tasks cancelled', 'UPDATE design_previews cancelled', 'UPDATE profiles 99'],
+  'a cancel broadcasts the cancelled task and preview and the refunded balance');
+
+-- Saving a design, then deleting the voice --------------------------------------------------
+delete from realtime.messages;
+select tests.make_completed_preview('live-alice@utter.test', 'a11ce000-0000-4000-8000-00000000a0d2');
+delete from realtime.messages;
+select tests.authenticate_as('live-alice@utter.test');
+insert into public.voices (id, name, design_preview_id)
+values ('a11ce000-0000-4000-8000-00000000a003', 'Designed', 'a11ce000-0000-4000-8000-00000000a0d2');
+select tests.clear_authentication();
+select is((select string_agg(event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,status}'), ',')
+           from realtime.messages),
+  'INSERT voices ready', 'saving a design broadcasts one ready voice and no task');
+delete from realtime.messages;
+select tests.authenticate_as('live-alice@utter.test');
+delete from public.voices where id = 'a11ce000-0000-4000-8000-00000000a003';
+select tests.clear_authentication();
+select is((select string_agg(event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,id}'), ',')
+           from realtime.messages),
+  'DELETE voices a11ce000-0000-4000-8000-00000000a003', 'deleting a voice broadcasts its id');
+
+-- Everything above went to alice alone.
+select is(tests.broadcasts('live-bob@utter.test'), 0, 'bob received none of alice''s changes');
+select is_empty($$ select 1 from realtime.messages where topic <> 'user:a11ce000-0000-4000-8000-000000000001' or not private $$,
+  'every message is private and on alice''s topic');
+
+-- Broadcasts are delivered once the owner joins their topic (see 01200); Postgres
+-- Changes subscribers get the same tables through the publication.
+select set_eq(
+  $$ select tablename::text from pg_publication_tables where pubname = 'supabase_realtime' $$,
+  array['tasks', 'generations', 'voices', 'design_previews', 'profiles'],
+  'the same tables are published for Postgres Changes');
+select ok(tests.credits_match_ledger(), 'every balance equals its ledger');
+
+select * from finish();
+rollback;
