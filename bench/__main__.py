@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bench import insert_cost, memory, pickup, profile, throughput
 from bench.common import Result, fresh_database
@@ -18,8 +19,9 @@ REPORT = ROOT / "docs" / "performance.md"
 
 
 def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
         platform.processor(),
     )
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -78,8 +80,24 @@ def render(sections: list[tuple[str, str]], hot_path: str, plans: str, elapsed: 
     ]
     for title, rendered in sections:
         body += [f"## {title}", "", rendered, ""]
-    body += ["## Where the time goes", "", "### Listener hot path (pyinstrument)", "", "```", hot_path, "```", ""]
-    body += ["### The user's insert and the queue read (EXPLAIN ANALYZE, BUFFERS)", "", "```", plans, "```", ""]
+    body += [
+        "## Where the time goes",
+        "",
+        "### Listener hot path (pyinstrument)",
+        "",
+        "```",
+        hot_path,
+        "```",
+        "",
+    ]
+    body += [
+        "### The user's insert and the queue read (EXPLAIN ANALYZE, BUFFERS)",
+        "",
+        "```",
+        plans,
+        "```",
+        "",
+    ]
     body += [notes]
     return "\n".join(body) + "\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,7 +86,9 @@ $$;
 """
 
 
-def users_with_voices(conn: psycopg.Connection[dict[str, object]], count: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+def users_with_voices(
+    conn: psycopg.Connection[dict[str, object]], count: int
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
     with conn.transaction():
         conn.execute(MAKE_USERS.replace("%(count)s", str(int(count))).encode())
         rows = conn.execute("select user_id, voice_id from bench_users").fetchall()
@@ -93,8 +96,10 @@ def users_with_voices(conn: psycopg.Connection[dict[str, object]], count: int) -
     return [(uuid.UUID(str(r["user_id"])), uuid.UUID(str(r["voice_id"]))) for r in rows]
 
 
-def make_backlog(conn: psycopg.Connection[dict[str, object]], users: int, per_user: int = 10) -> None:
-    """`users` × `per_user` design previews, each inserted as its user."""
+def make_backlog(
+    conn: psycopg.Connection[dict[str, object]], users: int, per_user: int = 10
+) -> None:
+    """`users` times `per_user` design previews, each inserted as its user."""
     conn.execute(
         f"""
         do $$
@@ -112,3 +117,15 @@ def make_backlog(conn: psycopg.Connection[dict[str, object]], users: int, per_us
         $$
         """.encode()
     )
+
+
+def wait_until_all_completed(url: str, within: float = 600.0) -> None:
+    """Blocks until no task is left unfinished (run it in a thread from async code)."""
+    deadline = time.monotonic() + within
+    with connect(url) as admin:
+        while admin.execute(
+            "select count(*) as n from tasks where status <> 'completed'"
+        ).fetchall()[0]["n"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tasks still unfinished after {within:.0f}s")
+            time.sleep(0.02)

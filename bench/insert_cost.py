@@ -56,7 +56,5 @@ def run(url: str) -> list[Result]:
     plain_result = timing("insert", "plain insert, same row, no triggers, no RLS", plain)
     bare_result = timing("insert", "bare pgmq.send", bare)
     assert subject.p50_ms and plain_result.p50_ms and bare_result.p50_ms
-    subject.note = (
-        f"{subject.p50_ms / plain_result.p50_ms:.2f}x plain, {subject.p50_ms / bare_result.p50_ms:.2f}x pgmq.send (p50)"
-    )
+    subject.note = f"{subject.p50_ms / plain_result.p50_ms:.2f}x plain, {subject.p50_ms / bare_result.p50_ms:.2f}x pgmq.send (p50)"
     return [subject, plain_result, bare_result]

@@ -26,7 +26,9 @@ def run(url: str) -> list[Result]:
         peak = 0
         while time.monotonic() - started < DRAIN_SECONDS:
             _, peak = rss_kib(busy.pid)
-            left = admin.execute("select count(*) as n from tasks where status <> 'completed'").fetchone()["n"]  # type: ignore[index]
+            left = admin.execute(
+                "select count(*) as n from tasks where status <> 'completed'"
+            ).fetchone()["n"]  # type: ignore[index]
             if not left:
                 break
             time.sleep(0.2)
@@ -34,9 +36,16 @@ def run(url: str) -> list[Result]:
         busy.terminate()
         busy.wait(30)
     return [
-        Result("memory", "listener idle, empty queues (peak RSS)", 1, note=f"{idle_peak / 1024:.1f} MiB"),
         Result(
-            "memory", f"listener draining a {BACKLOG:,} backlog (peak RSS)", drained,
+            "memory",
+            "listener idle, empty queues (peak RSS)",
+            1,
+            note=f"{idle_peak / 1024:.1f} MiB",
+        ),
+        Result(
+            "memory",
+            f"listener draining a {BACKLOG:,} backlog (peak RSS)",
+            drained,
             note=f"{peak / 1024:.1f} MiB after {drained:,} jobs; {peak / idle_peak:.2f}x idle",
         ),
     ]

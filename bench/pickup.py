@@ -33,17 +33,26 @@ class StopwatchEngine(ToneEngine):
     def __init__(self) -> None:
         super().__init__(seconds=0.01)
         self.called_at: dict[str, float] = {}
+        self.expected = 0
+        self.all_called = asyncio.Event()
+
+    def _note(self, job: JobContext) -> None:
+        self.called_at[job.task_id] = time.perf_counter()
+        if len(self.called_at) >= self.expected:
+            self.all_called.set()
 
     async def design(self, request: DesignRequest, job: JobContext) -> Audio:
-        self.called_at[job.task_id] = time.perf_counter()
+        self._note(job)
         return await super().design(request, job)
 
     async def clone(self, request: CloneRequest, job: JobContext) -> Audio:
-        self.called_at[job.task_id] = time.perf_counter()
+        self._note(job)
         return await super().clone(request, job)
 
 
-def _produce(url: str, users: list[uuid.UUID], count: int, interval: float, send: Callable[..., Any]) -> dict[Any, float]:
+def _produce(
+    url: str, users: list[uuid.UUID], count: int, interval: float, send: Callable[..., Any]
+) -> dict[Any, float]:
     committed: dict[Any, float] = {}
     with psycopg.connect(url) as conn:
         for i in range(count):
@@ -73,31 +82,41 @@ def _send_bare(conn: psycopg.Connection[Any], user_id: uuid.UUID, i: int) -> int
     return i
 
 
-async def _listener_run(url: str, users: list[uuid.UUID], count: int, interval: float) -> list[float]:
+async def _listener_run(
+    url: str, users: list[uuid.UUID], count: int, interval: float
+) -> list[float]:
     engine = StopwatchEngine()
     settings = ListenerSettings(
-        UTTER_LISTENER_DATABASE_URL=worker_url(url), engine="tone", concurrency_design_preview=8,
+        UTTER_LISTENER_DATABASE_URL=worker_url(url),
+        engine="tone",
+        concurrency_design_preview=8,
         storage_dir=Path(tempfile.mkdtemp(prefix="utter-bench-")),
     )
     listener = build_listener(settings, engine=engine, normalise_reference=lambda data: (data, 0.0))
+    engine.expected = count
     running = asyncio.create_task(listener.run())
-    while not listener.metrics.listening:
-        await asyncio.sleep(0.01)
+    await listener.ready.wait()
     committed = await asyncio.to_thread(_produce, url, users, count, interval, _insert_preview)
+    await asyncio.wait_for(engine.all_called.wait(), 120)
     with connect(url) as admin:
-        deadline = time.monotonic() + 120
-        while len(engine.called_at) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
         task_of = {
             str(r["design_preview_id"]): str(r["id"])
-            for r in admin.execute("select id, design_preview_id from tasks where type = 'design_preview'").fetchall()
+            for r in admin.execute(
+                "select id, design_preview_id from tasks where type = 'design_preview'"
+            ).fetchall()
         }
     listener.stop()
     await running
-    return [(engine.called_at[task_of[p]] - t) * 1000 for p, t in committed.items() if task_of[p] in engine.called_at]
+    return [
+        (engine.called_at[task_of[p]] - t) * 1000
+        for p, t in committed.items()
+        if task_of[p] in engine.called_at
+    ]
 
 
-def _baseline_run(url: str, count: int, interval: float, read: Callable[[psycopg.Connection[Any]], list[Any]]) -> list[float]:
+def _baseline_run(
+    url: str, count: int, interval: float, read: Callable[[psycopg.Connection[Any]], list[Any]]
+) -> list[float]:
     received: dict[int, float] = {}
     done = threading.Event()
 
@@ -136,7 +155,13 @@ def run(url: str) -> list[Result]:
     with connect(url) as admin:
         admin.execute("select pgmq.create('bench_pickup')")
         users = [
-            uuid.UUID(str(admin.execute("select tests.create_user(%s) as id", (f"pickup-{i}@example.com",)).fetchall()[0]["id"]))
+            uuid.UUID(
+                str(
+                    admin.execute(
+                        "select tests.create_user(%s) as id", (f"pickup-{i}@example.com",)
+                    ).fetchall()[0]["id"]
+                )
+            )
             for i in range(40)
         ]
     interval = 1 / LIGHT_RATE_PER_SECOND
@@ -146,11 +171,17 @@ def run(url: str) -> list[Result]:
     burst = asyncio.run(_listener_run(url, users[20:], BURST_COUNT, 0.0))
     results.append(timing("pickup", f"listener (NOTIFY), burst of {BURST_COUNT}", burst))
     results.append(
-        timing("pickup", f"consumer polling every 2 s, light {LIGHT_RATE_PER_SECOND}/s",
-               _baseline_run(url, LIGHT_COUNT, interval, _poll_every_two_seconds))
+        timing(
+            "pickup",
+            f"consumer polling every 2 s, light {LIGHT_RATE_PER_SECOND}/s",
+            _baseline_run(url, LIGHT_COUNT, interval, _poll_every_two_seconds),
+        )
     )
     results.append(
-        timing("pickup", f"pgmq read_with_poll loop (100 ms), light {LIGHT_RATE_PER_SECOND}/s",
-               _baseline_run(url, LIGHT_COUNT, interval, _read_with_poll))
+        timing(
+            "pickup",
+            f"pgmq read_with_poll loop (100 ms), light {LIGHT_RATE_PER_SECOND}/s",
+            _baseline_run(url, LIGHT_COUNT, interval, _read_with_poll),
+        )
     )
     return results

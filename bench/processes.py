@@ -22,13 +22,18 @@ def start_listener(database_url: str, **env: str) -> subprocess.Popen[bytes]:
     } | env
     return subprocess.Popen(
         [sys.executable, "-m", "listener", "--log-level", "WARNING"],
-        cwd=ROOT, env=os.environ | settings, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=os.environ | settings,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(current RSS, peak RSS) in KiB, from /proc."""
     fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
     )
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
-from bench.common import claims, connect, make_backlog, users_with_voices
+from bench.common import claims, connect, make_backlog, users_with_voices, wait_until_all_completed
 from devstack.settings import worker_url
 from gpu.tone_engine import ToneEngine
 from listener.app import build_listener
@@ -22,14 +22,17 @@ JOBS = 1000
 
 async def _drain(url: str) -> None:
     settings = ListenerSettings(
-        UTTER_LISTENER_DATABASE_URL=worker_url(url), engine="tone", concurrency_design_preview=8,
-        batch_size=8, storage_dir=Path(tempfile.mkdtemp(prefix="utter-bench-")),
+        UTTER_LISTENER_DATABASE_URL=worker_url(url),
+        engine="tone",
+        concurrency_design_preview=8,
+        batch_size=8,
+        storage_dir=Path(tempfile.mkdtemp(prefix="utter-bench-")),
     )
-    listener = build_listener(settings, engine=ToneEngine(), normalise_reference=lambda data: (data, 0.0))
+    listener = build_listener(
+        settings, engine=ToneEngine(), normalise_reference=lambda data: (data, 0.0)
+    )
     running = asyncio.create_task(listener.run())
-    with connect(url) as admin:
-        while admin.execute("select count(*) as n from tasks where status <> 'completed'").fetchone()["n"]:  # type: ignore[index]
-            await asyncio.sleep(0.05)
+    await asyncio.to_thread(wait_until_all_completed, url)
     listener.stop()
     await running
 

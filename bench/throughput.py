@@ -21,7 +21,9 @@ def _drain_with_listeners(url: str, listeners: int) -> float:
         processes = [start_listener(url) for _ in range(listeners)]
         started = time.perf_counter()
         try:
-            while admin.execute("select count(*) as n from tasks where status <> 'completed'").fetchone()["n"]:  # type: ignore[index]
+            while admin.execute(
+                "select count(*) as n from tasks where status <> 'completed'"
+            ).fetchone()["n"]:  # type: ignore[index]
                 time.sleep(0.02)
             return JOBS / (time.perf_counter() - started)
         finally:
@@ -49,11 +51,20 @@ def _bare_pgmq_loop(url: str) -> float:
 
 def run(url: str) -> list[Result]:
     bare = _bare_pgmq_loop(url)
-    results = [Result("throughput", "bare pgmq read (8) + archive loop, one connection", JOBS, per_second=bare)]
+    results = [
+        Result(
+            "throughput", "bare pgmq read (8) + archive loop, one connection", JOBS, per_second=bare
+        )
+    ]
     for listeners in (1, 2, 4):
         rate = _drain_with_listeners(url, listeners)
         results.append(
-            Result("throughput", f"{listeners} listener process{'es' if listeners > 1 else ''}, tone engine",
-                   JOBS, per_second=rate, note=f"{rate / bare:.2f}x the bare loop")
+            Result(
+                "throughput",
+                f"{listeners} listener process{'es' if listeners > 1 else ''}, tone engine",
+                JOBS,
+                per_second=rate,
+                note=f"{rate / bare:.2f}x the bare loop",
+            )
         )
     return results

@@ -61,6 +61,7 @@ class Listener:
         self.wake = {queue: asyncio.Event() for queue in QUEUES}
         self.in_flight: dict[str, set[asyncio.Task[None]]] = {queue: set() for queue in QUEUES}
         self.running: dict[str, RunningJob] = {}  # by task id
+        self.ready = asyncio.Event()  # set once LISTEN is up: work from now on is seen at once
 
     # -- the loop ---------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class Listener:
     async def _listen(self) -> None:
         async def woken_after_reconnect() -> None:
             self.metrics.listening = True
+            self.ready.set()
             for event in self.wake.values():
                 event.set()
 

@@ -31,7 +31,10 @@ def start_listener(database_url: str, storage: Path, **env: str) -> subprocess.P
     } | env
     return subprocess.Popen(
         [sys.executable, "-m", "listener", "--log-level", "WARNING"],
-        cwd=ROOT, env=os.environ | settings, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=os.environ | settings,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -52,22 +55,30 @@ async def test_kill_nine_mid_job_repeatedly_still_ends_every_task_once(
     previews = [user.design_preview(text=f"Line {n}") for n in range(9)]
     for _ in range(4):
         process = start_listener(fresh_database_url, tmp_path)
-        await admin.wait_until("select count(*) > 0 from tasks where status = 'processing'", within=20)
+        await admin.wait_until(
+            "select count(*) > 0 from tasks where status = 'processing'", within=20
+        )
         await asyncio.sleep(0.4)  # mid-job: the tone engine takes a second
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     process = start_listener(fresh_database_url, tmp_path)
     try:
-        await admin.wait_until("select count(*) = 9 from tasks where status = 'completed'", within=90)
+        await admin.wait_until(
+            "select count(*) = 9 from tasks where status = 'completed'", within=90
+        )
     finally:
         process.terminate()
         assert process.wait(20) == 0
     assert ended_once(admin)
     assert admin.value("select count(*) from storage.objects where bucket_id = 'references'") == 9
     for preview_id in previews:
-        row = admin.rows("select user_id, audio_object_key from design_previews where id = %s", (preview_id,))[0]
+        row = admin.rows(
+            "select user_id, audio_object_key from design_previews where id = %s", (preview_id,)
+        )[0]
         assert (tmp_path / "references" / row["audio_object_key"]).exists()
-    assert admin.value("select max(attempts) > 1 from tasks") is True  # the kills did interrupt work
+    assert (
+        admin.value("select max(attempts) > 1 from tasks") is True
+    )  # the kills did interrupt work
     assert user.select("select credits from profiles")[0]["credits"] == 100 - 9
 
 
@@ -77,8 +88,10 @@ async def test_sigterm_hands_running_work_back_and_exits_zero(
     user = admin.new_user()
     preview_id = user.design_preview()
     process = start_listener(
-        fresh_database_url, tmp_path,
-        UTTER_TONE_DELAY_SECONDS="30", UTTER_SHUTDOWN_GRACE_SECONDS="0.5",
+        fresh_database_url,
+        tmp_path,
+        UTTER_TONE_DELAY_SECONDS="30",
+        UTTER_SHUTDOWN_GRACE_SECONDS="0.5",
         UTTER_VISIBILITY_TIMEOUT_SECONDS="60",
     )
     await admin.wait_until("select count(*) = 1 from tasks where status = 'processing'", within=20)
@@ -115,7 +128,9 @@ async def test_database_restart_while_jobs_run_loses_nothing(
         await asyncio.wait_for(engine.started.wait(), 10)
         await asyncio.to_thread(cluster.stop, "fast")
         await asyncio.to_thread(cluster.start)
-        await admin.wait_until("select count(*) = 6 from tasks where status = 'completed'", within=90)
+        await admin.wait_until(
+            "select count(*) = 6 from tasks where status = 'completed'", within=90
+        )
         assert listener.metrics.listening  # the LISTEN connection came back
     assert ended_once(admin)
     assert user.select("select credits from profiles")[0]["credits"] == 100 - 6
