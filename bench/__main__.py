@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import insert_cost, memory, pickup, profile, throughput
+from bench import insert_cost, memory, pickup, profile, push, throughput
 from bench.common import Result, fresh_database
 from devstack.settings import ROOT
 
@@ -48,6 +48,7 @@ def main() -> int:
         ("Insert cost", insert_cost.run),
         ("Pickup latency", pickup.run),
         ("Throughput", throughput.run),
+        ("Push latency through the relay", push.run),
         ("Memory", memory.run),
     ]
     started = time.monotonic()
