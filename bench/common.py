@@ -3,7 +3,6 @@ percentiles, and a table row for docs/performance.md."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import uuid
@@ -54,10 +53,6 @@ def fresh_database() -> Iterator[str]:
 
 def connect(url: str) -> psycopg.Connection[dict[str, object]]:
     return psycopg.connect(url, row_factory=dict_row, autocommit=True)
-
-
-def claims(user_id: uuid.UUID) -> str:
-    return json.dumps({"sub": str(user_id), "role": "authenticated"})
 
 
 # Users with a ready (designed) voice each, made through the same inserts and worker

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from bench.common import Result, claims, connect, timing, users_with_voices
+from bench.common import Result, connect, timing, users_with_voices
+from devstack.acting import act_as
 
 INSERTS = 1500
 
@@ -27,10 +28,7 @@ def run(url: str) -> list[Result]:
         for i in range(INSERTS):
             user_id, voice_id = users[i // 10]
             started = time.perf_counter()
-            conn.execute(
-                "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-                (claims(user_id),),
-            )
+            act_as(conn, user_id)
             conn.execute(
                 "insert into generations (voice_id, text, language) values (%s, %s, 'English')",
                 (voice_id, text),

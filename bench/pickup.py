@@ -15,7 +15,8 @@ from typing import Any
 
 import psycopg
 
-from bench.common import Result, claims, connect, timing
+from bench.common import Result, connect, timing
+from devstack.acting import act_as
 from devstack.settings import worker_url
 from gpu.engine import Audio, CloneRequest, DesignRequest, JobContext
 from gpu.tone_engine import ToneEngine
@@ -65,10 +66,7 @@ def _produce(
 
 
 def _insert_preview(conn: psycopg.Connection[Any], user_id: uuid.UUID, i: int) -> str:
-    conn.execute(
-        "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-        (claims(user_id),),
-    )
+    act_as(conn, user_id)
     row = conn.execute(
         "insert into design_previews (instruct, text, language) values ('A calm voice', %s, 'English') returning id",
         (f"Line {i}",),

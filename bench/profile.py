@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
-from bench.common import claims, connect, make_backlog, users_with_voices, wait_until_all_completed
+from bench.common import connect, make_backlog, users_with_voices, wait_until_all_completed
+from devstack.acting import act_as
 from devstack.settings import worker_url
 from gpu.tone_engine import ToneEngine
 from listener.app import build_listener
@@ -53,10 +54,7 @@ def explain_insert(url: str) -> str:
     with connect(url) as conn:
         ((user_id, voice_id),) = users_with_voices(conn, 1)
         conn.autocommit = False
-        conn.execute(
-            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
-            (claims(user_id),),
-        )
+        act_as(conn, user_id)
         rows = conn.execute(
             "explain (analyze, buffers, timing) insert into generations (voice_id, text, language) "
             "values (%s, 'Plan this, please.', 'English')",

@@ -5,7 +5,6 @@ listener running in-process on a scripted test engine."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from devstack.acting import user_request
 from devstack.settings import worker_url
 from gpu.engine import Engine
 from listener.app import build_listener
@@ -34,15 +34,7 @@ class Browser:
         self.user_id = user_id
 
     def _request(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with psycopg.connect(self.url, row_factory=dict_row) as conn, conn.transaction():
-            claims = json.dumps({"sub": str(self.user_id), "role": "authenticated"})
-            conn.execute(
-                "select set_config('role', 'authenticated', true), "
-                "set_config('request.jwt.claims', %s, true)",
-                (claims,),
-            )
-            cursor = conn.execute(sql.encode(), params)
-            return cursor.fetchall() if cursor.description else []
+        return user_request(self.url, self.user_id, sql, params)
 
     def design_preview(
         self, text: str = "Hello from a designed voice.", instruct: str = "A calm female narrator"
