@@ -3,7 +3,10 @@
 .PHONY: demo test bench lint db-start db-stop db-status db-reset db-url bootstrap
 
 demo: bootstrap
-	.venv/bin/python -m devstack up
+	.venv/bin/python -m demo
+
+bench: bootstrap
+	.venv/bin/python -m bench
 
 test:
 	bash scripts/test.sh

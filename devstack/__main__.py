@@ -16,47 +16,28 @@ from __future__ import annotations
 
 import sys
 
-from devstack import cluster, migrations, platform, testdb
-from devstack.database import DatabaseUnreachable, connect, is_supabase
+from devstack import cluster, migrations, platform, stack, testdb
+from devstack.database import DatabaseUnreachable, is_supabase
 from devstack.settings import Target, target
-
-
-def _server(t: Target) -> None:
-    if t.from_env:
-        print(f"using DATABASE_URL: {t.redacted}")
-        return
-    print(cluster.start())
-    cluster.wait_until_accepting()
-
-
-def _conn_for(t: Target):  # type: ignore[no-untyped-def]
-    return connect(t.url, source="DATABASE_URL" if t.from_env else "the project cluster")
-
-
-def migrate(t: Target) -> None:
-    with _conn_for(t) as conn:
-        print(platform.apply(conn))
-    print(migrations.push(t.url))
-    with _conn_for(t) as conn:
-        platform.ensure_local_worker_login(conn)
+from devstack.stack import connect_to
 
 
 def reset(t: Target) -> str:
-    with _conn_for(t) as conn:
+    with connect_to(t) as conn:
         if is_supabase(conn):
             return migrations.reset(t.url)
         # pgmq's SQL is ours here (the shim's), so its queues go with the slate.
         conn.execute("drop schema if exists pgmq cascade")
 
     def reapply_shim() -> None:
-        with _conn_for(t) as conn:
+        with connect_to(t) as conn:
             platform.apply(conn)
 
     return migrations.reset(t.url, then_before_rest=reapply_shim)
 
 
 def status(t: Target) -> None:
-    with _conn_for(t) as conn:
+    with connect_to(t) as conn:
         version = conn.execute("show server_version").fetchone()
         print(f"database: {t.redacted} (PostgreSQL {version[0] if version else '?'})")
         if not t.from_env:
@@ -92,11 +73,10 @@ def main(argv: list[str]) -> int:
     t = target()
     try:
         if command == "up":
-            _server(t)
-            migrate(t)
+            print(*stack.bring_up(t), sep="\n")
             status(t)
         elif command == "start":
-            _server(t)
+            print(stack.start_server(t))
         elif command == "stop":
             if t.from_env:
                 print("DATABASE_URL is set: not stopping a database this project does not own")
@@ -105,7 +85,7 @@ def main(argv: list[str]) -> int:
         elif command == "status":
             status(t)
         elif command == "migrate":
-            migrate(t)
+            print(*stack.migrate(t), sep="\n")
         elif command == "reset":
             print(reset(t))
         elif command == "lint":
