@@ -37,6 +37,8 @@ def migrate(t: Target) -> None:
     with _conn_for(t) as conn:
         print(platform.apply(conn))
     print(migrations.push(t.url))
+    with _conn_for(t) as conn:
+        platform.ensure_local_worker_login(conn)
 
 
 def reset(t: Target) -> str:

@@ -38,3 +38,14 @@ def apply(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     if not (installed and installed[0]):
         conn.execute(pgmq.get_embedded_install_sql().encode())
     return f"platform shim applied (pgmq {pgmq.get_embedded_sql_version()} SQL)"
+
+
+LOCAL_WORKER_PASSWORD = "utter_worker"
+
+
+def ensure_local_worker_login(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The migrations create the listener's role without a password (on Supabase the
+    operator sets one). A local cluster gets a well-known development password."""
+    if is_supabase(conn):
+        return
+    conn.execute(f"alter role utter_worker password '{LOCAL_WORKER_PASSWORD}'".encode())

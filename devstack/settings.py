@@ -38,6 +38,14 @@ def local_url(dbname: str = "postgres") -> str:
     return f"postgresql://postgres:postgres@127.0.0.1:{local_port()}/{dbname}"
 
 
+def worker_url(database_url: str) -> str:
+    """The same database as the listener's least-privileged role, with the local
+    development password (see devstack.platform.ensure_local_worker_login)."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"utter_worker:utter_worker@{host}"))
+
+
 def target() -> Target:
     env = os.environ.get("DATABASE_URL", "").strip()
     if env:

@@ -49,6 +49,7 @@ def ensure_template(server_url: str) -> str:
         platform.apply(conn)
     migrations.push(url)
     with connect(url) as conn:
+        platform.ensure_local_worker_login(conn)
         conn.execute(HELPERS.read_bytes())
     with connect(server_url) as admin:
         admin.execute(f"comment on database \"{TEMPLATE}\" is '{wanted}'".encode())

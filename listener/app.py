@@ -1,0 +1,52 @@
+"""Builds a listener from settings: database, storage, engine, reference handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from gpu.engine import Engine
+from listener.database import Database
+from listener.jobs import Handlers, ReferenceNormaliser
+from listener.settings import QUEUES, ListenerSettings
+from listener.storage import LocalObjectStore, ObjectStore, SupabaseObjectStore
+from listener.worker import Listener
+
+log = logging.getLogger("listener")
+
+
+def build_engine(name: str) -> Engine:
+    if name == "tone":
+        from gpu.tone_engine import ToneEngine
+
+        return ToneEngine(delay_seconds=float(os.environ.get("UTTER_TONE_DELAY_SECONDS", "0")))
+    from gpu.select import select_engine
+
+    return select_engine(name)
+
+
+def reference_normaliser() -> ReferenceNormaliser:
+    from gpu.reference import normalise_for_listener
+
+    return normalise_for_listener
+
+
+def build_listener(
+    settings: ListenerSettings,
+    *,
+    engine: Engine | None = None,
+    normalise_reference: ReferenceNormaliser | None = None,
+) -> Listener:
+    pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
+    database = Database(
+        settings.database_url, pool_size=pool_size, retry_seconds=settings.db_retry_seconds
+    )
+    store: ObjectStore
+    if settings.storage == "supabase":
+        store = SupabaseObjectStore(settings.supabase_url, settings.supabase_service_role_key)
+    else:
+        store = LocalObjectStore(settings.storage_dir, database)
+    engine = engine or build_engine(settings.engine)
+    log.info("engine %s, storage %s", engine.name, settings.storage)
+    handlers = Handlers(engine, store, normalise_reference or reference_normaliser())
+    return Listener(settings, database, handlers, store)

@@ -1,0 +1,40 @@
+-- Every query the listener sends, by name. Each calls one function of schema
+-- `worker` (supabase/migrations/*_worker_api.sql), where the guarantees live.
+
+-- name: read_messages
+select msg_id, read_ct, enqueued_at, message
+from worker.read_messages(%(queue)s::text, %(visibility_seconds)s::integer, %(quantity)s::integer);
+
+-- name: archive_message
+select worker.archive_message(%(queue)s::text, %(msg_id)s::bigint);
+
+-- name: claim_task
+select worker.claim_task(%(queue)s::text, %(msg_id)s::bigint, %(task_id)s::uuid, %(worker_id)s::text,
+                         %(max_attempts)s::integer);
+
+-- name: heartbeat
+select worker.heartbeat(%(task_id)s::uuid, %(worker_id)s::text, %(progress)s::real,
+                        %(extend_seconds)s::integer);
+
+-- name: record_engine_call
+select worker.record_engine_call(%(task_id)s::uuid, %(worker_id)s::text, %(call_id)s::text);
+
+-- name: complete_task
+select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
+
+-- name: fail_task
+select worker.fail_task(%(task_id)s::uuid, %(worker_id)s::text, %(reason)s::text, %(retryable)s::boolean,
+                        %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
+
+-- name: release_task
+select worker.release_task(%(task_id)s::uuid, %(worker_id)s::text);
+
+-- name: record_object
+select worker.record_object(%(bucket)s::text, %(object_key)s::text, %(size_bytes)s::bigint,
+                            %(mimetype)s::text, %(owner_id)s::uuid);
+
+-- name: forget_object
+select worker.forget_object(%(bucket)s::text, %(object_key)s::text);
+
+-- name: queue_metrics
+select queue, waiting, oldest_seconds, total_sent from worker.queue_metrics();

@@ -1,0 +1,113 @@
+"""Configuration from the environment (prefix UTTER_) and command-line flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from devstack.settings import ROOT, local_url, worker_url
+
+QUEUES = ("generate", "design_preview", "clone", "storage_cleanup")
+
+
+def default_database_url() -> str:
+    return worker_url(local_url())
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class ListenerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UTTER_", extra="ignore")
+
+    # The listener logs in as its own role (utter_worker), never as a superuser.
+    database_url: str = Field(
+        default_factory=default_database_url, alias="UTTER_LISTENER_DATABASE_URL"
+    )
+    engine: str = "auto"
+    worker_id: str = Field(default_factory=default_worker_id)
+
+    # Per-queue concurrency: how many jobs of each kind run at once in this process.
+    concurrency_generate: PositiveInt = 2
+    concurrency_design_preview: PositiveInt = 1
+    concurrency_clone: PositiveInt = 2
+    concurrency_storage_cleanup: PositiveInt = 2
+
+    # A claimed message stays invisible this long; running jobs extend it every third of it.
+    visibility_timeout_seconds: PositiveInt = 60
+    max_attempts: PositiveInt = 3
+    backoff_base_seconds: PositiveFloat = 2.0
+    backoff_max_seconds: PositiveFloat = 300.0
+    job_timeout_seconds: PositiveFloat = 1800.0
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # The safety net under LISTEN/NOTIFY: a queue is read at least this often.
+    poll_interval_seconds: PositiveFloat = 5.0
+    progress_interval_seconds: PositiveFloat = 1.0
+    batch_size: PositiveInt = 10
+    # How long a database call keeps retrying through a lost connection.
+    db_retry_seconds: PositiveFloat = 120.0
+
+    storage: str = "local"  # local | supabase
+    storage_dir: Path = ROOT / ".local" / "storage"
+    supabase_url: str = ""
+    supabase_service_role_key: str = ""
+
+    metrics_file: Path | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        known = {"auto", "modal", "qwen-local", "espeak", "tone"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if value not in {"local", "supabase"}:
+            raise ValueError("must be 'local' or 'supabase'")
+        return value
+
+    def concurrency(self, queue: str) -> int:
+        return int(getattr(self, f"concurrency_{queue}"))
+
+    def check_consistency(self) -> None:
+        if self.storage == "supabase" and not (
+            self.supabase_url and self.supabase_service_role_key
+        ):
+            raise ValueError(
+                "UTTER_STORAGE=supabase needs UTTER_SUPABASE_URL and UTTER_SUPABASE_SERVICE_ROLE_KEY"
+            )
+        if self.visibility_timeout_seconds < 3:
+            raise ValueError("UTTER_VISIBILITY_TIMEOUT_SECONDS must be at least 3")
+
+
+class ConfigurationError(SystemExit):
+    pass
+
+
+def load(**overrides: object) -> ListenerSettings:
+    """Settings from the environment, with flags on top; errors name the setting."""
+    try:
+        settings = ListenerSettings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+        settings.check_consistency()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"])
+            name = field if field.startswith("UTTER_") else f"UTTER_{field.upper()}"
+            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigurationError(
+            "invalid listener configuration:\n  " + "\n  ".join(problems)
+        ) from None
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid listener configuration: {exc}") from None
+    return settings

@@ -1,0 +1,383 @@
+"""The listener's loop: one consumer per queue woken by NOTIFY (with a slow poll as
+the safety net), bounded concurrency per queue, and one supervised task per job.
+
+A job's life: claim through the database, run the engine in its own asyncio task
+(so a cancel, a timeout or a shutdown stops the engine and nothing else), store the
+audio, settle through the database. The database decides every outcome; this loop
+only reports what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpu.engine import Audio, EngineError, EngineTimeout, JobContext
+from listener.database import Database, jsonb, notifications
+from listener.jobs import Handlers, Job
+from listener.metrics import Metrics
+from listener.settings import QUEUES, ListenerSettings
+from listener.storage import ObjectStore
+
+log = logging.getLogger("listener")
+
+ENDED = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class RunningJob:
+    queue: str
+    msg_id: int
+    engine_task: asyncio.Task[Audio] | None = None
+    # Why the engine was stopped: cancelled (by the user or a delete), ended (the task
+    # ended elsewhere), lost (another listener holds it now), shutdown.
+    stop_reason: str | None = None
+    progress: float | None = None
+    progress_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.engine_task is not None and not self.engine_task.done():
+            self.engine_task.cancel()
+
+
+class Listener:
+    def __init__(
+        self, settings: ListenerSettings, database: Database, handlers: Handlers, store: ObjectStore
+    ) -> None:
+        self.settings = settings
+        self.db = database
+        self.handlers = handlers
+        self.store = store
+        self.metrics = Metrics()
+        self.stopping = asyncio.Event()
+        self.wake = {queue: asyncio.Event() for queue in QUEUES}
+        self.in_flight: dict[str, set[asyncio.Task[None]]] = {queue: set() for queue in QUEUES}
+        self.running: dict[str, RunningJob] = {}  # by task id
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.db.open()
+        log.info("listener started", extra={"worker_id": self.settings.worker_id})
+        background = [asyncio.create_task(self._listen(), name="listen")]
+        consumers = [asyncio.create_task(self._consume(q), name=f"consume:{q}") for q in QUEUES]
+        try:
+            await self.stopping.wait()
+        finally:
+            for consumer in consumers:
+                consumer.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
+            await self._drain()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self.db.close()
+            log.info("listener stopped", extra={"counts": dict(self.metrics.counts)})
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _listen(self) -> None:
+        async def woken_after_reconnect() -> None:
+            self.metrics.listening = True
+            for event in self.wake.values():
+                event.set()
+
+        try:
+            async for notify in notifications(self.settings.database_url, woken_after_reconnect):
+                if notify.channel == "utter_jobs" and notify.payload in self.wake:
+                    self.wake[notify.payload].set()
+                elif notify.channel == "utter_cancel" and notify.payload in self.running:
+                    log.info("cancel requested", extra={"task_id": notify.payload})
+                    self.running[notify.payload].stop("cancelled")
+        finally:
+            self.metrics.listening = False
+
+    async def _consume(self, queue: str) -> None:
+        limit = self.settings.concurrency(queue)
+        slot_freed = asyncio.Event()
+        while not self.stopping.is_set():
+            free = limit - len(self.in_flight[queue])
+            if free <= 0:
+                slot_freed.clear()
+                await slot_freed.wait()
+                continue
+            wanted = min(free, self.settings.batch_size)
+            self.wake[queue].clear()
+            messages = await self.db.fetch(
+                "read_messages",
+                queue=queue,
+                visibility_seconds=self.settings.visibility_timeout_seconds,
+                quantity=wanted,
+            )
+            for message in messages:
+                task = asyncio.create_task(self._handle(queue, message))
+                self.in_flight[queue].add(task)
+                self.metrics.in_flight += 1
+                task.add_done_callback(
+                    functools.partial(self._finished, queue, slot_freed=slot_freed)
+                )
+            if len(messages) < wanted:
+                await _wait(self.wake[queue], self.settings.poll_interval_seconds)
+
+    def _finished(self, queue: str, task: asyncio.Task[None], *, slot_freed: asyncio.Event) -> None:
+        self.in_flight[queue].discard(task)
+        self.metrics.in_flight -= 1
+        slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job crashed", exc_info=task.exception())
+
+    async def _drain(self) -> None:
+        """Shutdown: let running jobs finish within the grace period, then stop their
+        engines and hand their tasks back."""
+        jobs = [t for tasks in self.in_flight.values() for t in tasks]
+        if not jobs:
+            return
+        log.info("waiting for %d running jobs", len(jobs))
+        _, unfinished = await asyncio.wait(jobs, timeout=self.settings.shutdown_grace_seconds)
+        for running in self.running.values():
+            running.stop("shutdown")
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=self.settings.shutdown_grace_seconds + 10)
+
+    # -- one message ---------------------------------------------------------------
+
+    async def _handle(self, queue: str, message: dict[str, Any]) -> None:
+        msg_id = int(message["msg_id"])
+        body = message["message"]
+        ids = {"queue": queue, "msg_id": msg_id}
+        if queue == "storage_cleanup":
+            await self._clean_storage(msg_id, body)
+            return
+        task_id = _task_id_of(body)
+        if task_id is None:
+            log.error("malformed message dead-lettered", extra=ids | {"body": body})
+            await self.db.fetch("archive_message", queue=queue, msg_id=msg_id)
+            self.metrics.count("malformed")
+            return
+
+        ids["task_id"] = task_id
+        claim = await self.db.value(
+            "claim_task",
+            queue=queue,
+            msg_id=msg_id,
+            task_id=uuid.UUID(task_id),
+            worker_id=self.settings.worker_id,
+            max_attempts=self.settings.max_attempts,
+        )
+        if claim["outcome"] != "claimed":
+            log.info("nothing to run: %s", claim["outcome"], extra=ids | {"claim": claim})
+            self.metrics.count(f"claim_{claim['outcome']}")
+            return
+        self.metrics.pickup_ms.append((time.time() - message["enqueued_at"].timestamp()) * 1000)
+        job = Job.from_description(claim["job"])
+        running = RunningJob(queue, msg_id)
+        self.running[task_id] = running
+        try:
+            await self._run(job, running, ids)
+        finally:
+            del self.running[task_id]
+
+    async def _run(self, job: Job, running: RunningJob, ids: dict[str, Any]) -> None:
+        if self.stopping.is_set():
+            await self._settle_stopped(job, running, "shutdown", ids)
+            return
+        started = time.monotonic()
+        log.info("job started", extra=ids | {"type": job.type, "attempt": job.attempt})
+        keep_alive = asyncio.create_task(self._keep_alive(job, running))
+        try:
+            audio = await self._run_engine(job, running)
+        except EngineError as exc:
+            await self._fail(job, str(exc), exc.retryable, ids)
+            return
+        except asyncio.CancelledError:
+            if _cancelled_from_outside():
+                raise
+            await self._settle_stopped(job, running, running.stop_reason or "cancelled", ids)
+            return
+        except Exception as exc:  # a bug or an outage: retry within the attempt limit
+            log.exception("job raised", extra=ids)
+            await self._fail(job, f"unexpected error: {exc!r}", True, ids)
+            return
+        finally:
+            keep_alive.cancel()
+            (outcome,) = await asyncio.gather(keep_alive, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.warning("heartbeats stopped: %r", outcome, extra=ids)
+        await self._deliver(job, audio, time.monotonic() - started, ids)
+
+    async def _run_engine(self, job: Job, running: RunningJob) -> Audio:
+        async def progress(fraction: float) -> None:
+            running.progress = fraction
+            running.progress_changed.set()
+
+        async def call_started(call_id: str) -> None:
+            await self.db.fetch(
+                "record_engine_call",
+                task_id=uuid.UUID(job.task_id),
+                worker_id=self.settings.worker_id,
+                call_id=call_id,
+            )
+
+        context = JobContext(
+            task_id=job.task_id,
+            resume_call_id=job.resume_call_id,
+            on_call_started=call_started,
+            on_progress=progress,
+        )
+        running.engine_task = asyncio.create_task(self.handlers.run(job, context))
+        done, _ = await asyncio.wait(
+            {running.engine_task}, timeout=self.settings.job_timeout_seconds
+        )
+        if not done:
+            running.stop("timeout")
+            with contextlib.suppress(asyncio.CancelledError):
+                await running.engine_task
+            raise EngineTimeout(
+                f"the engine took longer than {self.settings.job_timeout_seconds:g}s"
+            )
+        return running.engine_task.result()
+
+    async def _keep_alive(self, job: Job, running: RunningJob) -> None:
+        """Heartbeats: extend the message's invisibility, write progress (at most once
+        per progress interval), and stop the engine when the task ended elsewhere."""
+        every = self.settings.visibility_timeout_seconds / 3
+        last_write = 0.0
+        while True:
+            await _wait(running.progress_changed, every)
+            pause = last_write + self.settings.progress_interval_seconds - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            running.progress_changed.clear()
+            last_write = time.monotonic()
+            status = await self.db.value(
+                "heartbeat",
+                task_id=uuid.UUID(job.task_id),
+                worker_id=self.settings.worker_id,
+                progress=running.progress,
+                extend_seconds=self.settings.visibility_timeout_seconds,
+            )
+            if status != "processing":
+                running.stop("lost" if status == "claimed_elsewhere" else "ended")
+                return
+
+    async def _deliver(self, job: Job, audio: Audio, seconds: float, ids: dict[str, Any]) -> None:
+        await self.store.put(
+            job.output_bucket,
+            job.output_key,
+            audio.wav,
+            content_type="audio/wav",
+            owner=job.user_id,
+        )
+        outcome = await self.db.value(
+            "complete_task",
+            task_id=uuid.UUID(job.task_id),
+            worker_id=self.settings.worker_id,
+            result=jsonb(
+                {
+                    "duration_seconds": audio.duration_seconds,
+                    "generation_seconds": round(seconds, 3),
+                }
+            ),
+        )
+        if outcome in ("cancelled", "failed", "missing"):
+            # Ended while the audio was being made: keep no orphan behind.
+            await self.store.delete(job.output_bucket, job.output_key)
+            self.metrics.count(f"discarded_{outcome}")
+        else:
+            self.metrics.count("completed")
+            self.metrics.run_seconds.append(seconds)
+        log.info("job %s", outcome, extra=ids | {"seconds": round(seconds, 3)})
+
+    async def _fail(self, job: Job, reason: str, retryable: bool, ids: dict[str, Any]) -> None:
+        delay = self._backoff(job.attempt) if retryable else 0.0
+        outcome = await self.db.value(
+            "fail_task",
+            task_id=uuid.UUID(job.task_id),
+            worker_id=self.settings.worker_id,
+            reason=reason,
+            retryable=retryable,
+            retry_delay_seconds=round(delay),
+            max_attempts=self.settings.max_attempts,
+        )
+        if outcome == "retrying":
+            self.metrics.count("retried")
+            asyncio.get_running_loop().call_later(delay, self.wake[job.type].set)
+        else:
+            self.metrics.count(outcome)
+        log.warning(
+            "job failed: %s", reason, extra=ids | {"outcome": outcome, "retry_in": round(delay, 1)}
+        )
+
+    async def _settle_stopped(
+        self, job: Job, running: RunningJob, reason: str, ids: dict[str, Any]
+    ) -> None:
+        if reason == "shutdown":
+            outcome = await self.db.value(
+                "release_task", task_id=uuid.UUID(job.task_id), worker_id=self.settings.worker_id
+            )
+            self.metrics.count("released")
+        elif reason == "timeout":  # handled by the caller as an engine error
+            return
+        elif reason == "lost":
+            outcome = "left to the listener that holds it now"
+        else:
+            # The task already ended (cancelled, deleted, failed elsewhere).
+            await self.db.fetch("archive_message", queue=running.queue, msg_id=running.msg_id)
+            outcome = "archived"
+            self.metrics.count("cancelled")
+        log.info("job stopped (%s): %s", reason, outcome, extra=ids)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, capped."""
+        ceiling = min(
+            self.settings.backoff_max_seconds,
+            self.settings.backoff_base_seconds * 2 ** max(attempt - 1, 0),
+        )
+        return random.uniform(ceiling / 2, ceiling)
+
+    # -- storage cleanup -------------------------------------------------------------
+
+    async def _clean_storage(self, msg_id: int, body: Any) -> None:
+        bucket = body.get("bucket") if isinstance(body, dict) else None
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(bucket, str) or not isinstance(keys, list):
+            log.error(
+                "malformed cleanup message dead-lettered", extra={"msg_id": msg_id, "body": body}
+            )
+            self.metrics.count("malformed")
+        else:
+            for key in keys:
+                await self.store.delete(bucket, str(key))
+            self.metrics.count("objects_removed")
+        await self.db.fetch("archive_message", queue="storage_cleanup", msg_id=msg_id)
+
+
+def _task_id_of(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    try:
+        return str(uuid.UUID(str(body.get("task_id"))))
+    except ValueError:
+        return None
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Waits for the event or the time, whichever comes first. (asyncio.timeout, not
+    wait_for: on 3.11 wait_for can swallow a cancel that races the event.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+def _cancelled_from_outside() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0

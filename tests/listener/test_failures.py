@@ -1,0 +1,108 @@
+"""Engine errors, timeouts and malformed messages: retries with backoff, a dead
+letter in pgmq's archive, and reasons a user can read."""
+
+from __future__ import annotations
+
+from gpu.engine import PermanentEngineError, RetryableEngineError
+from tests.listener.conftest import Admin, RunListener, ready_voice
+from tests.listener.scripted_engine import ScriptedEngine, fail_times
+
+
+async def test_transient_errors_are_retried_until_success(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(fail_times(2, RetryableEngineError("GPU busy")))
+    async with run_listener(engine) as listener:
+        preview_id = user.design_preview()
+        await admin.wait_until(
+            "select status = 'completed' from design_previews where id = %s", (preview_id,)
+        )
+    task = admin.task_of("design_preview_id", preview_id)
+    assert (task["status"], task["attempts"], task["error"]) == ("completed", 3, None)
+    assert listener.metrics.counts["retried"] == 2
+    assert user.select("select credits from profiles")[0]["credits"] == 99
+
+
+async def test_retries_stop_at_the_limit_and_refund_once(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(lambda task_id, calls: RetryableEngineError("GPU busy"))
+    async with run_listener(engine):
+        preview_id = user.design_preview()
+        await admin.wait_until(
+            "select status = 'failed' from design_previews where id = %s", (preview_id,)
+        )
+    task = admin.task_of("design_preview_id", preview_id)
+    assert task["attempts"] == 3
+    assert task["error"] == "GPU busy (gave up after 3 attempts)"
+    assert engine.calls[str(task["id"])] == 3
+    assert user.select("select credits from profiles")[0]["credits"] == 100
+    assert (
+        admin.value(
+            "select count(*) from private.credit_ledger where task_id = %s and reason = 'refund'",
+            (task["id"],),
+        )
+        == 1
+    )
+    # Dead letter: the message is kept in the archive, not in the queue.
+    assert admin.value("select count(*) from pgmq.q_design_preview") == 0
+    assert (
+        admin.value(
+            "select count(*) from pgmq.a_design_preview where message->>'task_id' = %s",
+            (str(task["id"]),),
+        )
+        == 1
+    )
+
+
+async def test_permanent_errors_fail_at_once_with_the_reason(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(
+        lambda task_id, calls: PermanentEngineError("text contains no speakable characters")
+    )
+    async with run_listener(engine):
+        preview_id = user.design_preview()
+        await admin.wait_until(
+            "select status = 'failed' from design_previews where id = %s", (preview_id,)
+        )
+    preview = user.select("select status, error from design_previews")[0]
+    assert preview == {"status": "failed", "error": "text contains no speakable characters"}
+    assert admin.task_of("design_preview_id", preview_id)["attempts"] == 1
+
+
+async def test_engine_timeouts_are_errors_not_hangs(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(lambda task_id, calls: float("inf"))
+    async with run_listener(engine, job_timeout_seconds=0.3, max_attempts=2):
+        preview_id = user.design_preview()
+        await admin.wait_until(
+            "select status = 'failed' from design_previews where id = %s", (preview_id,)
+        )
+    task = admin.task_of("design_preview_id", preview_id)
+    assert task["error"] == "the engine took longer than 0.3s (gave up after 2 attempts)"
+    assert len(engine.cancelled) == 2  # each timed-out call was stopped, not abandoned
+
+
+async def test_malformed_messages_are_dead_lettered_and_work_goes_on(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    admin.rows("select pgmq.send('generate', '{\"no\": \"task id\"}')")
+    admin.rows("select pgmq.send('generate', '\"just a string\"')")
+    admin.rows("select pgmq.send('generate', jsonb_build_object('task_id', gen_random_uuid()))")
+    async with run_listener() as listener:
+        voice_id = await ready_voice(admin, user)
+        generation_id = user.generate(voice_id)
+        await admin.wait_until(
+            "select status = 'completed' from generations where id = %s", (generation_id,)
+        )
+        await admin.wait_until("select count(*) = 0 from pgmq.q_generate")
+    assert listener.metrics.counts["malformed"] == 2
+    assert listener.metrics.counts["claim_missing"] == 1
+    assert admin.value("select count(*) from pgmq.a_generate") == 4
