@@ -26,7 +26,7 @@ class WavFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Pcm:
-    samples: array  # array('h'), mono
+    samples: array[int]  # array('h'), mono
     sample_rate: int
 
     @property
@@ -34,7 +34,7 @@ class Pcm:
         return len(self.samples) / self.sample_rate
 
 
-def encode_wav(samples: array, sample_rate: int) -> bytes:
+def encode_wav(samples: array[int], sample_rate: int) -> bytes:
     """RIFF/WAVE bytes, 16-bit PCM mono."""
     if samples.typecode != "h":
         raise TypeError("samples must be array('h')")
@@ -103,9 +103,10 @@ def _pcm_from_body(body: bytes, audio_format: int, channels: int, rate: int, bit
     return Pcm(mono, rate)
 
 
-def nearest_zero_crossing(samples: Sequence[int], index: int, window: int) -> int:
+def nearest_zero_crossing(samples: Sequence[int], index: int, window: int) -> int | None:
     """The index closest to `index` (within `window`) where the signal crosses or
-    touches zero, so a cut there starts/ends at silence; `index` if there is none."""
+    touches zero (between that sample and the one before), so a cut there starts or
+    ends at silence; None if there is none."""
     last = len(samples) - 1
     for distance in range(window + 1):
         for candidate in (index - distance, index + distance):
@@ -113,23 +114,26 @@ def nearest_zero_crossing(samples: Sequence[int], index: int, window: int) -> in
                 before, after = samples[candidate - 1], samples[candidate]
                 if before == 0 or after == 0 or (before < 0) != (after < 0):
                     return candidate
-    return index
+    return None
 
 
-def _trim_to_zero_crossings(samples: array, window: int, trim_start: bool, trim_end: bool) -> array:
-    start, end = 0, len(samples)
-    if trim_start and len(samples) > 2 * window:
-        start = nearest_zero_crossing(samples, 0, window)
-    if trim_end and len(samples) > 2 * window:
-        end = nearest_zero_crossing(samples, len(samples) - 1, window)
-    return samples[start:end] if end > start else samples
+def _trim_to_zero_crossings(
+    samples: array[int], window: int, trim_start: bool, trim_end: bool
+) -> array[int]:
+    if len(samples) <= 2 * window:
+        return samples
+    start = (nearest_zero_crossing(samples, 0, window) if trim_start else None) or 0
+    end = (nearest_zero_crossing(samples, len(samples) - 1, window) if trim_end else None) or len(
+        samples
+    )
+    return samples[start:end]
 
 
 def join_chunks(
-    chunks: Sequence[array],
+    chunks: Sequence[array[int]],
     sample_rate: int,
     crossfade_ms: float = DEFAULT_CROSSFADE_MS,
-) -> array:
+) -> array[int]:
     """Concatenate chunks with a short linear crossfade at each joint, after moving
     each cut to a nearby zero crossing, so no joint produces a step (click)."""
     if not chunks:
@@ -156,5 +160,5 @@ def join_chunks(
     return joined
 
 
-def silence(sample_rate: int, seconds: float) -> array:
+def silence(sample_rate: int, seconds: float) -> array[int]:
     return array("h", bytes(2 * int(sample_rate * seconds)))

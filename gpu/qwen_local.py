@@ -34,7 +34,7 @@ from gpu.engine import (
     PermanentEngineError,
     deadline,
 )
-from gpu.jobs import JobKind, SynthesisJob
+from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
 from gpu.qwen_runtime import (
     DEFAULT_BASE_MODEL,
     DEFAULT_DESIGN_MODEL,
@@ -43,6 +43,7 @@ from gpu.qwen_runtime import (
     QwenRuntime,
     RuntimeSettings,
 )
+from gpu.text import DEFAULT_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class QwenLocalEngine:
                     device=device,
                     dtype=self._dtype or dtype,
                     generate_options=self._generate_options,
-                    **({"max_chunk_chars": self._max_chunk_chars} if self._max_chunk_chars else {}),
+                    max_chunk_chars=self._max_chunk_chars or DEFAULT_MAX_CHARS,
                 )
                 runtime = QwenRuntime(settings)
                 await asyncio.to_thread(runtime.load)
@@ -193,11 +194,14 @@ class QwenLocalEngine:
             loop = asyncio.get_running_loop()
             stop = threading.Event()
 
+            async def forward(fraction: float) -> None:
+                await job.on_progress(fraction)
+
             def report(fraction: float) -> None:
                 # From the worker thread; fire and forget on the event loop.
-                asyncio.run_coroutine_threadsafe(job.on_progress(fraction), loop)
+                asyncio.run_coroutine_threadsafe(forward(fraction), loop)
 
-            def generate() -> Any:
+            def generate() -> list[SynthesisResult]:
                 return runtime.synthesize([work], should_stop=stop.is_set, on_progress=report)
 
             try:

@@ -67,7 +67,7 @@ def _fingerprint(job: SynthesisJob) -> str:
     return f"{job.voice_id}:{digest.hexdigest()[:24]}"
 
 
-def float_to_pcm16(waveform: Any) -> array:
+def float_to_pcm16(waveform: Any) -> array[int]:
     """A float waveform in [-1, 1] (numpy array or sequence) as array('h')."""
     import numpy as np
 
@@ -97,10 +97,11 @@ class QwenRuntime:
         from qwen_tts import Qwen3TTSModel
 
         dtype = getattr(torch, self.settings.dtype)
-        for kind, path in (
+        wanted: tuple[tuple[JobKind, str | None], ...] = (
             ("clone", self.settings.base_model),
             ("design", self.settings.design_model),
-        ):
+        )
+        for kind, path in wanted:
             if path is None or kind in self._models:
                 continue
             log.info(

@@ -112,7 +112,7 @@ def _describe_duration(seconds: float) -> str:
     return f"{int(minutes)} min {rest:.1f} s"
 
 
-def _decode_to_pcm(data: bytes, source_format: str, timeout: float) -> array:
+def _decode_to_pcm(data: bytes, source_format: str, timeout: float) -> array[int]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise ReferenceDecoderUnavailable(

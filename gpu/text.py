@@ -11,9 +11,11 @@ import re
 
 # Sentence ends in the product languages: Latin/Cyrillic punctuation followed by
 # whitespace, or CJK full-width punctuation (which is not followed by a space).
-_SENTENCE_END = re.compile(r"(?<=[.!?…;])[\"'”’)\]]*\s+|(?<=[。！？；])[」』”’）]*")  # noqa: RUF001
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?…;][\"'”’)\]])\s+|(?<=[.!?…;])\s+|(?<=[。！？；][」』”’）])|(?<=[。！？；])(?![」』”’）])"
+)
 # Where to cut a sentence that is itself too long, best first.
-_CLAUSE_END = re.compile(r"(?<=[,:，、：])\s*")  # noqa: RUF001
+_CLAUSE_END = re.compile(r"(?<=[,:，、：])\s*")
 _WHITESPACE = re.compile(r"\s+")
 
 DEFAULT_MAX_CHARS = 250
@@ -79,4 +81,4 @@ def chunk_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
 
 
 def _ends_with_cjk(text: str) -> bool:
-    return bool(text) and text[-1] in "。！？；」』”’）"  # noqa: RUF001
+    return bool(text) and text[-1] in "。！？；」』”’）"

@@ -1,0 +1,1 @@
+"""Benchmarks and timing scripts (run by hand, never by the tests)."""
