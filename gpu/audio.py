@@ -158,7 +158,3 @@ def join_chunks(
             joined[tail_start + i] = round(max(-32768.0, min(32767.0, mixed)))
         joined.extend(chunk[overlap:])
     return joined
-
-
-def silence(sample_rate: int, seconds: float) -> array[int]:
-    return array("h", bytes(2 * int(sample_rate * seconds)))
