@@ -8,7 +8,9 @@ propagate. Errors say whether a retry can help.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -39,6 +41,25 @@ class EngineTimeout(RetryableEngineError):
 
 class EngineUnavailable(PermanentEngineError):
     """The engine cannot run here (no weights, no credentials, missing package)."""
+
+
+# The old backend's job limit: long texts take minutes even on a GPU.
+DEFAULT_TIMEOUT_SECONDS = 30 * 60
+
+
+@asynccontextmanager
+async def deadline(seconds: float | None, what: str) -> AsyncIterator[None]:
+    """Run the body under `asyncio.timeout(seconds)` and report expiry as
+    `EngineTimeout`. The body is cancelled on expiry, so it must be cancel-safe, as
+    every engine is. `None` means no deadline."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield
+    except TimeoutError as exc:
+        if scope.expired():
+            raise EngineTimeout(f"{what} ran past its {seconds:g} s deadline") from exc
+        raise
 
 
 @dataclass(frozen=True)

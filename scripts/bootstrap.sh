@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check espeak-ng sox)
+APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check espeak-ng sox ffmpeg)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
@@ -23,13 +23,29 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
-stamp=.venv/.bootstrap-$(sha256sum pyproject.toml | cut -c1-16)
+
+# See requirements/qwen-nodeps.txt: torchaudio's CUDA-linked extensions cannot load
+# beside the CPU torch; without them it runs as the pure-Python package we need.
+strip_torchaudio_extensions() {
+  .venv/bin/python - <<'PY'
+import importlib.util, pathlib
+spec = importlib.util.find_spec("torchaudio")
+if spec and spec.origin:
+    for library in (pathlib.Path(spec.origin).parent / "lib").glob("*.so"):
+        library.unlink()
+PY
+}
+# The stamp covers every file that decides what goes into .venv.
+stamp=.venv/.bootstrap-$(cat pyproject.toml requirements/*.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: creating .venv from pyproject.toml"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   mkdir -p .local
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-         .venv/bin/python -m pip install -q -e '.[dev]'; } >.local/pip-install.log 2>&1; then
+         .venv/bin/python -m pip install -q -r requirements/torch-cpu.txt &&
+         .venv/bin/python -m pip install -q -e '.[dev,modal,qwen]' &&
+         .venv/bin/python -m pip install -q --no-deps -r requirements/qwen-nodeps.txt &&
+         strip_torchaudio_extensions; } >.local/pip-install.log 2>&1; then
     cat .local/pip-install.log >&2
     echo "bootstrap: pip install failed (log above, also in .local/pip-install.log)" >&2
     exit 1

@@ -1,0 +1,123 @@
+"""The unit of model work and its result, as plain data.
+
+One home for the shape of a synthesis request/response: the Qwen runtime consumes
+`SynthesisJob`s, the Modal app receives them as dicts (`to_wire`), and the Modal
+engine turns the returned dicts back into `Audio` or an `EngineError`. Dicts of
+builtins, not pickled classes, cross the Modal boundary so the deployed app and the
+listener may run different versions of this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gpu.engine import Audio, CloneRequest, DesignRequest, EngineError
+
+JobKind = Literal["clone", "design"]
+
+
+@dataclass(frozen=True)
+class SynthesisJob:
+    kind: JobKind
+    text: str
+    language: str
+    instruct: str = ""  # design only
+    reference_wav: bytes = b""  # clone only: normalised by gpu.reference
+    reference_transcript: str = ""  # clone only
+    voice_id: str = ""  # clone only: cache key for the voice's clone prompt
+
+    @classmethod
+    def for_clone(cls, request: CloneRequest) -> SynthesisJob:
+        return cls(
+            kind="clone",
+            text=request.text,
+            language=request.language,
+            reference_wav=request.reference_wav,
+            reference_transcript=request.reference_transcript,
+            voice_id=request.voice_id,
+        )
+
+    @classmethod
+    def for_design(cls, request: DesignRequest) -> SynthesisJob:
+        return cls(
+            kind="design", text=request.text, language=request.language, instruct=request.instruct
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "text": self.text,
+            "language": self.language,
+            "instruct": self.instruct,
+            "reference_wav": self.reference_wav,
+            "reference_transcript": self.reference_transcript,
+            "voice_id": self.voice_id,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> SynthesisJob:
+        kind = data.get("kind")
+        if kind not in ("clone", "design"):
+            raise ValueError(f"unknown job kind {kind!r}")
+        return cls(
+            kind=kind,
+            text=str(data.get("text", "")),
+            language=str(data.get("language", "")),
+            instruct=str(data.get("instruct", "")),
+            reference_wav=bytes(data.get("reference_wav", b"")),
+            reference_transcript=str(data.get("reference_transcript", "")),
+            voice_id=str(data.get("voice_id", "")),
+        )
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    """Either audio or an error; errors travel as data so one bad job in a batch does
+    not fail the others."""
+
+    audio: Audio | None = None
+    error_message: str = ""
+    error_retryable: bool = False
+
+    @classmethod
+    def failure(cls, message: str, *, retryable: bool) -> SynthesisResult:
+        return cls(error_message=message, error_retryable=retryable)
+
+    def unwrap(self) -> Audio:
+        if self.audio is None:
+            raise EngineError(
+                self.error_message or "synthesis failed", retryable=self.error_retryable
+            )
+        return self.audio
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.audio is None:
+            return {"error": {"message": self.error_message, "retryable": self.error_retryable}}
+        return {
+            "wav": self.audio.wav,
+            "sample_rate": self.audio.sample_rate,
+            "duration_seconds": self.audio.duration_seconds,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> SynthesisResult:
+        if not isinstance(data, dict):
+            return cls.failure(
+                f"malformed result from the GPU app: {type(data).__name__}", retryable=False
+            )
+        error = data.get("error")
+        if isinstance(error, dict):
+            return cls.failure(
+                str(error.get("message", "")), retryable=bool(error.get("retryable"))
+            )
+        try:
+            return cls(
+                audio=Audio(
+                    wav=bytes(data["wav"]),
+                    sample_rate=int(data["sample_rate"]),
+                    duration_seconds=float(data["duration_seconds"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            return cls.failure(f"malformed result from the GPU app: {exc}", retryable=False)

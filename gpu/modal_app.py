@@ -1,0 +1,178 @@
+"""The Modal app that serves Qwen3-TTS on GPUs. Deploy with `modal deploy gpu/modal_app.py`
+and fill the weights volume once with `modal run gpu/modal_app.py::download_weights`
+(docs/gpu.md walks through it).
+
+Settings are read from the environment when this file is imported, i.e. on the
+machine that runs `modal deploy`, and baked into the image's environment so the
+containers import the same values:
+
+- `UTTER_MODAL_APP` (default `utter-tts`): the app name the listener looks up;
+- `UTTER_MODAL_GPU` (default `A10G`): Modal GPU type (`T4`, `L4`, `A10G`, `A100`, `H100`...);
+- `UTTER_QWEN_BASE_MODEL` (default the 0.6B Base; `Qwen/Qwen3-TTS-12Hz-1.7B-Base` for
+  the larger one) and `UTTER_QWEN_DESIGN_MODEL`;
+- `UTTER_MODAL_MAX_CONTAINERS`, `UTTER_MODAL_SCALEDOWN_SECONDS`, `UTTER_MODAL_MAX_BATCH`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import modal
+
+from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL, QwenRuntime, RuntimeSettings
+
+WEIGHTS_DIR = "/weights"
+CLASS_NAME = "Qwen3TTS"
+METHOD_NAME = "synthesize"
+DOWNLOAD_FUNCTION_NAME = "download_weights"
+
+# What the 12 Hz Qwen3-TTS path imports (qwen-tts itself goes in with --no-deps: its
+# metadata also pulls gradio, which only its demo uses).
+APT_PACKAGES = ("ffmpeg", "sox", "libsndfile1")
+PIP_PACKAGES = (
+    "torch==2.9.1",
+    "torchaudio==2.9.1",
+    "transformers==4.57.3",
+    "accelerate==1.12.0",
+    "huggingface_hub>=0.34,<1.0",
+    "numpy>=1.26,<3",
+    "librosa>=0.10,<0.12",
+    "soundfile>=0.12,<0.15",
+    "sox>=1.5,<1.6",
+    "onnxruntime>=1.18,<1.33",
+    "einops>=0.8,<0.9",
+)
+QWEN_TTS_PACKAGE = "qwen-tts==0.1.1"
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    app_name: str = "utter-tts"
+    gpu: str = "A10G"
+    base_model: str = DEFAULT_BASE_MODEL
+    design_model: str = DEFAULT_DESIGN_MODEL
+    volume_name: str = "utter-qwen-weights"
+    job_timeout_seconds: int = 30 * 60  # the old backend's limit; long texts take minutes
+    scaledown_seconds: int = 5 * 60  # keep a warm GPU briefly: cold starts cost 30-110 s
+    max_containers: int = 4
+    max_batch_size: int = 8  # requests per @modal.batched call
+    batch_wait_ms: int = 150  # how long a lone request waits for company
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeploymentSettings:
+        defaults = cls()
+        return cls(
+            app_name=env.get("UTTER_MODAL_APP", defaults.app_name),
+            gpu=env.get("UTTER_MODAL_GPU", defaults.gpu),
+            base_model=env.get("UTTER_QWEN_BASE_MODEL", defaults.base_model),
+            design_model=env.get("UTTER_QWEN_DESIGN_MODEL", defaults.design_model),
+            volume_name=env.get("UTTER_MODAL_VOLUME", defaults.volume_name),
+            max_containers=int(env.get("UTTER_MODAL_MAX_CONTAINERS", defaults.max_containers)),
+            scaledown_seconds=int(
+                env.get("UTTER_MODAL_SCALEDOWN_SECONDS", defaults.scaledown_seconds)
+            ),
+            max_batch_size=int(env.get("UTTER_MODAL_MAX_BATCH", defaults.max_batch_size)),
+        )
+
+    def container_env(self) -> dict[str, str]:
+        return {
+            "UTTER_MODAL_APP": self.app_name,
+            "UTTER_MODAL_GPU": self.gpu,
+            "UTTER_QWEN_BASE_MODEL": self.base_model,
+            "UTTER_QWEN_DESIGN_MODEL": self.design_model,
+            "UTTER_MODAL_VOLUME": self.volume_name,
+            "UTTER_MODAL_MAX_CONTAINERS": str(self.max_containers),
+            "UTTER_MODAL_SCALEDOWN_SECONDS": str(self.scaledown_seconds),
+            "UTTER_MODAL_MAX_BATCH": str(self.max_batch_size),
+            # Weights come from the volume only; never reach for the hub at run time.
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+
+    def model_dir(self, model_id: str) -> str:
+        return f"{WEIGHTS_DIR}/{model_id}"
+
+
+settings = DeploymentSettings.from_env(os.environ)
+
+image = (
+    modal.Image.debian_slim(python_version="3.12")
+    .apt_install(*APT_PACKAGES)
+    .pip_install(*PIP_PACKAGES)
+    .pip_install(QWEN_TTS_PACKAGE, extra_options="--no-deps")
+    .env(settings.container_env())
+    .add_local_python_source("gpu")
+)
+weights_volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
+app = modal.App(settings.app_name, image=image)
+
+
+@app.function(volumes={WEIGHTS_DIR: weights_volume}, timeout=60 * 60, env={"HF_HUB_OFFLINE": "0"})
+def download_weights(force: bool = False) -> list[str]:
+    """Fill the volume with the configured models (once; `force` re-downloads)."""
+    from huggingface_hub import snapshot_download
+
+    fetched = []
+    for model_id in (settings.base_model, settings.design_model):
+        target = settings.model_dir(model_id)
+        if not force and os.path.isfile(f"{target}/config.json"):
+            print(f"{model_id}: already in the volume at {target}")
+            continue
+        print(f"{model_id}: downloading into {target}")
+        snapshot_download(repo_id=model_id, local_dir=target)
+        fetched.append(model_id)
+    weights_volume.commit()
+    return fetched
+
+
+@app.cls(
+    gpu=settings.gpu,
+    volumes={WEIGHTS_DIR: weights_volume},
+    timeout=settings.job_timeout_seconds,
+    scaledown_window=settings.scaledown_seconds,
+    max_containers=settings.max_containers,
+)
+class Qwen3TTS:
+    runtime: QwenRuntime
+
+    @modal.enter()
+    def load(self) -> None:
+        for model_id in (settings.base_model, settings.design_model):
+            if not os.path.isfile(f"{settings.model_dir(model_id)}/config.json"):
+                raise RuntimeError(
+                    f"{model_id} is not in the weights volume {settings.volume_name!r}: "
+                    f"run `modal run gpu/modal_app.py::{DOWNLOAD_FUNCTION_NAME}` once"
+                )
+        self.runtime = QwenRuntime(
+            RuntimeSettings(
+                base_model=settings.model_dir(settings.base_model),
+                design_model=settings.model_dir(settings.design_model),
+                device="cuda",
+                dtype="bfloat16",
+                attn_implementation="sdpa",
+            )
+        )
+        self.runtime.load()
+
+    # Requests that arrive together (any mix of voices, languages, clone and design)
+    # become one call here; the runtime turns compatible chunks into batched model calls.
+    @modal.batched(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms)
+    def synthesize(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        parsed: list[SynthesisJob | None] = []
+        for job in jobs:
+            try:
+                parsed.append(SynthesisJob.from_wire(job))
+            except ValueError:
+                parsed.append(None)
+        runnable = [job for job in parsed if job is not None]
+        results = iter(self.runtime.synthesize(runnable))
+        return [
+            next(results).to_wire()
+            if job is not None
+            else SynthesisResult.failure("malformed job", retryable=False).to_wire()
+            for job in parsed
+        ]

@@ -1,0 +1,271 @@
+"""Running Qwen3-TTS: the one home of the model code, shared by the Modal GPU class
+(gpu/modal_app.py) and the in-process engine (gpu/qwen_local.py).
+
+It loads the Base (clone) and VoiceDesign models, keeps an LRU of clone prompts per
+voice (the reference is encoded once, not on every request), cuts long texts into
+sentence chunks, generates chunks of compatible jobs as one batched model call, and
+joins each job's chunks into one 16-bit WAV.
+
+`torch` and `qwen_tts` are imported lazily so this module imports without the model
+stack (the `qwen` optional dependency group).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpu.audio import decode_wav, encode_wav, join_chunks
+from gpu.engine import Audio
+from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
+from gpu.text import DEFAULT_MAX_CHARS, chunk_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
+LARGE_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+DEFAULT_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+QWEN_PACKAGES = "qwen-tts==0.1.1 (installed with --no-deps) plus the `qwen` extra of pyproject.toml"
+
+
+class GenerationStopped(Exception):
+    """`should_stop` said so between two model calls (the caller was cancelled)."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    base_model: str | None  # local folder (or hub id where the hub is reachable)
+    design_model: str | None
+    device: str = "cpu"  # "cpu", "cuda", "cuda:0"
+    dtype: str = "float32"  # "bfloat16" on GPUs
+    attn_implementation: str = "sdpa"  # beat flash-attention-2 in the old team's runs
+    max_chunk_chars: int = DEFAULT_MAX_CHARS
+    max_batch_items: int = 8  # chunks per model call: bounds GPU memory
+    prompt_cache_size: int = 64
+    # Extra generate() arguments, e.g. {"max_new_tokens": 32} for the tiny test model.
+    generate_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Unit:
+    """One chunk of one job: the thing a batched model call generates."""
+
+    job_index: int
+    text: str
+    prompt: Any = None  # VoiceClonePromptItem for clone units
+
+
+def _fingerprint(job: SynthesisJob) -> str:
+    digest = hashlib.sha256(job.reference_wav)
+    digest.update(job.reference_transcript.encode("utf-8"))
+    return f"{job.voice_id}:{digest.hexdigest()[:24]}"
+
+
+def float_to_pcm16(waveform: Any) -> array[int]:
+    """A float waveform in [-1, 1] (numpy array or sequence) as array('h')."""
+    import numpy as np
+
+    clipped = np.clip(np.asarray(waveform, dtype=np.float32), -1.0, 1.0)
+    samples = array("h")
+    samples.frombytes((clipped * 32767.0).round().astype("<i2").tobytes())
+    return samples
+
+
+class QwenRuntime:
+    """Loaded models plus the clone-prompt cache. Model calls are serialised by a lock:
+    a model is not safe to call from two threads at once."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+        self._models: dict[JobKind, Any] = {}
+        self._prompts: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.prompt_cache_hits = 0
+        self.prompt_cache_misses = 0
+
+    # -- loading -----------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load every configured model (blocking; seconds to minutes)."""
+        import torch
+        from qwen_tts import Qwen3TTSModel
+
+        dtype = getattr(torch, self.settings.dtype)
+        wanted: tuple[tuple[JobKind, str | None], ...] = (
+            ("clone", self.settings.base_model),
+            ("design", self.settings.design_model),
+        )
+        for kind, path in wanted:
+            if path is None or kind in self._models:
+                continue
+            log.info(
+                "loading Qwen3-TTS %s model from %s on %s (%s)",
+                kind,
+                path,
+                self.settings.device,
+                self.settings.dtype,
+            )
+            self._models[kind] = Qwen3TTSModel.from_pretrained(
+                path,
+                device_map=self.settings.device,
+                dtype=dtype,
+                attn_implementation=self.settings.attn_implementation,
+            )
+
+    def can_run(self, kind: JobKind) -> bool:
+        return kind in self._models
+
+    def sample_rate(self, kind: JobKind) -> int:
+        model = self._models[kind]
+        return int(model.model.speech_tokenizer.get_output_sample_rate())
+
+    def supported_languages(self, kind: JobKind) -> set[str] | None:
+        languages = self._models[kind].get_supported_languages()
+        return None if languages is None else {str(lang).lower() for lang in languages}
+
+    # -- clone prompts -----------------------------------------------------------
+
+    def clone_prompt(self, job: SynthesisJob) -> Any:
+        """The voice's clone prompt, from the cache or encoded now. The key includes a
+        hash of the reference so a voice whose recording changed is re-encoded."""
+        key = _fingerprint(job)
+        cached = self._prompts.get(key)
+        if cached is not None:
+            self._prompts.move_to_end(key)
+            self.prompt_cache_hits += 1
+            return cached
+        import numpy as np
+
+        self.prompt_cache_misses += 1
+        reference = decode_wav(job.reference_wav)
+        waveform = (
+            np.frombuffer(reference.samples.tobytes(), dtype=np.int16).astype(np.float32) / 32768.0
+        )
+        with self._lock:
+            items = self._models["clone"].create_voice_clone_prompt(
+                ref_audio=(waveform, reference.sample_rate),
+                ref_text=job.reference_transcript,
+            )
+        prompt = items[0]
+        self._prompts[key] = prompt
+        while len(self._prompts) > self.settings.prompt_cache_size:
+            self._prompts.popitem(last=False)
+        return prompt
+
+    # -- synthesis ---------------------------------------------------------------
+
+    def synthesize(
+        self,
+        jobs: Sequence[SynthesisJob],
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_progress: Callable[[float], None] = lambda fraction: None,
+    ) -> list[SynthesisResult]:
+        """Generate every job; chunks of jobs of the same kind share model calls.
+        A job that cannot run gets an error result; the others still run."""
+        results: list[SynthesisResult | None] = [None] * len(jobs)
+        units: dict[JobKind, list[_Unit]] = {"clone": [], "design": []}
+        for index, job in enumerate(jobs):
+            problem = self._check(job)
+            if problem is not None:
+                results[index] = problem
+                continue
+            prompt = None
+            if job.kind == "clone":
+                try:
+                    prompt = self.clone_prompt(job)
+                except Exception as exc:  # a bad reference fails its job only
+                    log.exception("clone prompt for voice %s failed", job.voice_id)
+                    results[index] = SynthesisResult.failure(
+                        f"could not encode the reference audio: {exc}", retryable=False
+                    )
+                    continue
+            for chunk in chunk_text(job.text, self.settings.max_chunk_chars):
+                units[job.kind].append(_Unit(index, chunk, prompt))
+
+        waveforms: dict[int, list[Any]] = {}
+        total = sum(len(group) for group in units.values())
+        done = 0
+        for kind, group in units.items():
+            step = max(1, self.settings.max_batch_items)
+            for start in range(0, len(group), step):
+                if should_stop():
+                    raise GenerationStopped()
+                batch = [u for u in group[start : start + step] if results[u.job_index] is None]
+                if not batch:
+                    continue
+                try:
+                    generated = self._generate(kind, batch, jobs)
+                except Exception as exc:
+                    log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
+                    retryable = "OutOfMemory" in type(exc).__name__
+                    for unit in batch:
+                        results[unit.job_index] = SynthesisResult.failure(
+                            f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
+                        )
+                    continue
+                for unit, waveform in zip(batch, generated, strict=True):
+                    waveforms.setdefault(unit.job_index, []).append(waveform)
+                done += len(batch)
+                on_progress(done / total)
+
+        for index, job in enumerate(jobs):
+            if results[index] is None:
+                results[index] = self._assemble(job.kind, waveforms.get(index, []))
+        return [result for result in results if result is not None]
+
+    def _check(self, job: SynthesisJob) -> SynthesisResult | None:
+        if not job.text.strip():
+            return SynthesisResult.failure("nothing to say: the text is empty", retryable=False)
+        if not self.can_run(job.kind):
+            model = "Base (clone)" if job.kind == "clone" else "VoiceDesign"
+            return SynthesisResult.failure(f"the {model} model is not loaded here", retryable=False)
+        if job.kind == "clone" and not job.reference_wav:
+            return SynthesisResult.failure("clone job without reference audio", retryable=False)
+        supported = self.supported_languages(job.kind)
+        if supported is not None and job.language.lower() not in supported:
+            return SynthesisResult.failure(
+                f"language {job.language!r} is not supported; choose one of {sorted(supported)}",
+                retryable=False,
+            )
+        return None
+
+    def _generate(
+        self, kind: JobKind, batch: list[_Unit], jobs: Sequence[SynthesisJob]
+    ) -> list[Any]:
+        model = self._models[kind]
+        texts = [unit.text for unit in batch]
+        languages = [jobs[unit.job_index].language for unit in batch]
+        with self._lock:
+            if kind == "clone":
+                wavs, _ = model.generate_voice_clone(
+                    text=texts,
+                    language=languages,
+                    voice_clone_prompt=[unit.prompt for unit in batch],
+                    **self.settings.generate_options,
+                )
+            else:
+                wavs, _ = model.generate_voice_design(
+                    text=texts,
+                    language=languages,
+                    instruct=[jobs[unit.job_index].instruct for unit in batch],
+                    **self.settings.generate_options,
+                )
+        return list(wavs)
+
+    def _assemble(self, kind: JobKind, waveforms: list[Any]) -> SynthesisResult:
+        sample_rate = self.sample_rate(kind)
+        samples = join_chunks([float_to_pcm16(w) for w in waveforms], sample_rate)
+        return SynthesisResult(
+            audio=Audio(
+                wav=encode_wav(samples, sample_rate),
+                sample_rate=sample_rate,
+                duration_seconds=len(samples) / sample_rate,
+            )
+        )

@@ -1,0 +1,117 @@
+"""The Modal app module: what `modal deploy` would build (inspected offline, through
+modal's own objects), and its batched method run on a tiny model in this process."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import modal
+import pytest
+from modal._utils.async_utils import synchronizer
+
+from gpu import modal_app
+from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.modal_engine import CLASS_NAME, METHOD_NAME
+from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def function_info(obj: Any) -> Any:
+    """Modal's description of a function (private API, pinned modal 1.6.x)."""
+    return synchronizer._translate_in(obj)._function_info
+
+
+def test_the_app_has_the_names_the_engine_looks_up() -> None:
+    assert modal_app.app.name == modal_app.settings.app_name == "utter-tts"
+    assert isinstance(modal_app.Qwen3TTS, modal.Cls)
+    assert (modal_app.CLASS_NAME, modal_app.METHOD_NAME) == (CLASS_NAME, METHOD_NAME)
+    assert modal_app.Qwen3TTS._get_user_cls().__name__ == CLASS_NAME
+
+
+def test_the_gpu_class_has_gpu_volume_timeout_and_batching() -> None:
+    info = function_info(modal_app.Qwen3TTS._get_class_service_function())
+    assert info.gpus == [("A10G", 1)]
+    assert info.timeout == 30 * 60
+    assert info.method_names == [METHOD_NAME]
+    assert (info.batching_info.max_batch_size, info.batching_info.wait_ms) == (8, 150)
+    assert info.volumes["/weights"].name == "utter-qwen-weights"
+    assert isinstance(modal_app.weights_volume, modal.Volume)
+
+
+def test_the_download_function_writes_into_the_same_volume_without_a_gpu() -> None:
+    info = function_info(modal_app.download_weights)
+    assert info.gpus in (None, [])
+    assert info.volumes["/weights"].name == "utter-qwen-weights"
+
+
+def test_settings_come_from_the_environment_and_reach_the_containers() -> None:
+    chosen = modal_app.DeploymentSettings.from_env({
+        "UTTER_MODAL_APP": "utter-staging",
+        "UTTER_MODAL_GPU": "L4",
+        "UTTER_QWEN_BASE_MODEL": "Qwen/Qwen3-TTS-12Hz-1.7B-Base",
+    })  # fmt: skip
+    assert (chosen.app_name, chosen.gpu, chosen.base_model) == (
+        "utter-staging",
+        "L4",
+        "Qwen/Qwen3-TTS-12Hz-1.7B-Base",
+    )
+    env = chosen.container_env()
+    assert env["UTTER_QWEN_BASE_MODEL"] == "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert modal_app.DeploymentSettings.from_env(env) == chosen
+    assert chosen.model_dir(chosen.base_model) == "/weights/Qwen/Qwen3-TTS-12Hz-1.7B-Base"
+
+
+def test_the_image_pins_qwen_tts_and_agrees_with_the_qwen_extra() -> None:
+    assert modal_app.QWEN_TTS_PACKAGE == "qwen-tts==0.1.1"
+    assert isinstance(modal_app.image, modal.Image)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["qwen"]
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    image = {name(r): r for r in modal_app.PIP_PACKAGES}
+    for requirement in extra:
+        assert name(requirement) in image, f"{requirement} is missing from the Modal image"
+        if "==" in requirement:
+            assert image[name(requirement)] == requirement
+    assert image["torchaudio"] == "torchaudio==2.9.1" and image["torch"] == "torch==2.9.1"
+
+
+def test_loading_without_weights_names_the_download_command() -> None:
+    worker = modal_app.Qwen3TTS._get_user_cls()()
+    with pytest.raises(RuntimeError, match=r"modal run gpu/modal_app.py::download_weights"):
+        worker.load()
+
+
+def test_the_batched_method_runs_a_mixed_batch(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = modal_app.Qwen3TTS._get_user_cls()()
+    worker.runtime = QwenRuntime(
+        RuntimeSettings(
+            base_model=None,
+            design_model=str(tiny_models["design"]),
+            generate_options={"max_new_tokens": 8},
+        )
+    )
+    worker.runtime.load()
+    synthesize = synchronizer._translate_in(type(worker).__dict__["synthesize"]).raw_f
+    jobs = [
+        SynthesisJob(
+            kind="design", text="Hello.", language="English", instruct="a bright voice"
+        ).to_wire(),
+        {"kind": "sing"},
+        SynthesisJob(
+            kind="design", text="Hallo.", language="German", instruct="a calm voice"
+        ).to_wire(),
+    ]
+    first, malformed, third = (SynthesisResult.from_wire(r) for r in synthesize(worker, jobs))
+    assert first.audio is not None and third.audio is not None
+    assert first.audio.sample_rate == 24_000
+    assert malformed.audio is None and "malformed" in malformed.error_message

@@ -1,0 +1,159 @@
+"""The shared Qwen3-TTS runtime on tiny random models: real qwen-tts loading, clone
+prompts, batched generation and chunk joining."""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpu.engine import EngineUnavailable
+from gpu.jobs import SynthesisJob
+from gpu.qwen_local import LocalWeights, QwenLocalEngine
+from gpu.qwen_runtime import GenerationStopped, QwenRuntime, RuntimeSettings
+from gpu.reference import normalize_reference
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_models: dict[str, Path]) -> QwenRuntime:
+    loaded = QwenRuntime(
+        RuntimeSettings(
+            base_model=str(tiny_models["base"]),
+            design_model=str(tiny_models["design"]),
+            max_chunk_chars=40,
+            max_batch_items=4,
+            generate_options={"max_new_tokens": 10},
+        )
+    )
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def reference(recordings: Callable[[str], bytes]) -> bytes:
+    return normalize_reference(recordings("speech_wav")).wav
+
+
+class CallCounter:
+    """Counts model calls (and their batch sizes) by wrapping the loaded model objects."""
+
+    def __init__(self, runtime: QwenRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[tuple[str, int]] = []
+        for kind, method in (
+            ("clone", "generate_voice_clone"),
+            ("design", "generate_voice_design"),
+        ):
+            model = runtime._models[kind]
+            original = getattr(model, method)
+
+            def counted(
+                *args: Any, _original: Any = original, _kind: str = kind, **kwargs: Any
+            ) -> Any:
+                self.batches.append((_kind, len(kwargs["text"])))
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(model, method, counted)
+
+
+def clone_job(
+    reference: bytes, text: str, voice: str = "voice-1", language: str = "English"
+) -> SynthesisJob:
+    return SynthesisJob(
+        kind="clone",
+        text=text,
+        language=language,
+        reference_wav=reference,
+        reference_transcript="The quick brown fox jumps over the lazy dog.",
+        voice_id=voice,
+    )
+
+
+def wav_rate_and_frames(wav: bytes) -> tuple[int, int]:
+    with wave.open(BytesIO(wav)) as reader:
+        assert (reader.getnchannels(), reader.getsampwidth()) == (1, 2)
+        return reader.getframerate(), reader.getnframes()
+
+
+def test_clone_and_design_produce_24_khz_wav(runtime: QwenRuntime, reference: bytes) -> None:
+    design = SynthesisJob(
+        kind="design", text="Hello world.", language="English", instruct="a deep voice"
+    )
+    results = runtime.synthesize([clone_job(reference, "Hello there."), design])
+    for result in results:
+        audio = result.unwrap()
+        rate, frames = wav_rate_and_frames(audio.wav)
+        assert rate == audio.sample_rate == 24_000
+        assert audio.duration_seconds == pytest.approx(frames / rate)
+
+
+def test_the_clone_prompt_is_encoded_once_per_voice(runtime: QwenRuntime, reference: bytes) -> None:
+    misses = runtime.prompt_cache_misses
+    runtime.synthesize([clone_job(reference, "First.", voice="voice-cache")])
+    runtime.synthesize([clone_job(reference, "Second.", voice="voice-cache")])
+    assert runtime.prompt_cache_misses == misses + 1
+    # A voice whose recording changed is encoded again.
+    runtime.synthesize([clone_job(reference + b"\x00\x00", "Third.", voice="voice-cache")])
+    assert runtime.prompt_cache_misses == misses + 2
+
+
+def test_compatible_jobs_and_chunks_share_model_calls(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CallCounter(runtime, monkeypatch)
+    long_text = "One short sentence. Another short sentence. A third one here. And a fourth."
+    jobs = [
+        clone_job(reference, long_text, voice="voice-a"),
+        clone_job(reference, "Hi.", voice="voice-b", language="Auto"),
+        SynthesisJob(kind="design", text="Hello.", language="English", instruct="a child"),
+        SynthesisJob(kind="design", text="Bonjour.", language="French", instruct="an old man"),
+    ]
+    results = runtime.synthesize(jobs)
+    assert all(result.audio is not None for result in results)
+    # 40-char chunks: the long text is 3 chunks, plus 1 for "Hi." = 4 clone chunks, one
+    # call (max 4 per batch); the two design jobs share another.
+    assert counter.batches == [("clone", 4), ("design", 2)]
+
+
+def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: bytes) -> None:
+    good, bad_language, empty = runtime.synthesize([
+        clone_job(reference, "Fine."),
+        clone_job(reference, "Nope.", language="Klingon"),
+        SynthesisJob(kind="design", text="  ", language="English", instruct="x"),
+    ])  # fmt: skip
+    assert good.audio is not None
+    assert bad_language.audio is None and "Klingon" in bad_language.error_message
+    assert not bad_language.error_retryable
+    assert empty.audio is None and "empty" in empty.error_message
+
+
+def test_should_stop_ends_generation_between_batches(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CallCounter(runtime, monkeypatch)
+    text = " ".join(f"Sentence number {n} is here." for n in range(20))
+    with pytest.raises(GenerationStopped):
+        runtime.synthesize([clone_job(reference, text)], should_stop=lambda: bool(counter.batches))
+    assert len(counter.batches) == 1
+
+
+def test_missing_weights_name_what_to_download(tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable) as caught:
+        QwenLocalEngine(LocalWeights.from_env({"UTTER_QWEN_MODEL_DIR": str(tmp_path)}))
+    message = str(caught.value)
+    assert "huggingface-cli download Qwen/Qwen3-TTS-12Hz-0.6B-Base" in message
+    assert "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign" in message
+    assert str(tmp_path) in message
+
+
+def test_weights_are_found_per_model_or_under_one_root(tiny_models: dict[str, Path]) -> None:
+    under_root = LocalWeights.from_env({"UTTER_QWEN_MODEL_DIR": str(tiny_models["root"])})
+    assert (under_root.base_dir, under_root.design_dir) == (
+        tiny_models["base"],
+        tiny_models["design"],
+    )
+    base_only = LocalWeights.from_env({"UTTER_QWEN_BASE_DIR": str(tiny_models["base"])})
+    assert (base_only.base_dir, base_only.design_dir) == (tiny_models["base"], None)
