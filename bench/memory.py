@@ -32,7 +32,7 @@ def run(url: str) -> list[Result]:
             if not left:
                 break
             time.sleep(0.2)
-        drained = BACKLOG - int(left)
+        drained = BACKLOG - int(str(left))
         busy.terminate()
         busy.wait(30)
     return [

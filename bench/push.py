@@ -92,7 +92,16 @@ async def _one_official_subscriber(database_url: str, port: int) -> list[float]:
         if state == RealtimeSubscribeStates.SUBSCRIBED:
             subscribed.set()
 
-    channel = client.channel(f"user:{user}", {"config": {"private": True}})
+    channel = client.channel(
+        f"user:{user}",
+        {
+            "config": {
+                "private": True,
+                "broadcast": {"ack": False, "self": False},
+                "presence": {"key": "", "enabled": False},
+            }
+        },
+    )
     channel.on_broadcast("*", on_message)
     await channel.subscribe(on_state)
     await asyncio.wait_for(subscribed.wait(), 10)

@@ -14,6 +14,7 @@ so runs are comparable. Not used by the tests: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import platform
 import statistics
@@ -131,7 +132,7 @@ def main() -> None:
         }
         for label, jobs in cases.items():
             seconds = median_of(
-                args.repeats, lambda jobs=jobs: runtime.synthesize(jobs), args.device
+                args.repeats, functools.partial(runtime.synthesize, jobs), args.device
             )
             rows.append((f"{label} ({args.steps} steps)", seconds))
             rows.append((f"  per codec step, {label}", seconds / args.steps))

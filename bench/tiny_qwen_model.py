@@ -43,7 +43,7 @@ def _text_tokenizer() -> Any:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = Qwen2TokenizerFast(
+    tokenizer = Qwen2TokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         unk_token=None,
         bos_token=None,

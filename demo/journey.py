@@ -17,7 +17,7 @@ import psycopg
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import BroadcastPayload
 
-from devstack.acting import act_as, user_request
+from devstack.acting import upload_as_user, user_request
 from relay.tokens import mint_user_token
 
 DEMO_EMAIL = "demo@utter.local"
@@ -86,7 +86,16 @@ class Journey:
         def on_message(message: BroadcastPayload) -> None:
             self._events.put_nowait(message["payload"])
 
-        channel = client.channel(f"user:{user_id}", {"config": {"private": True}})
+        channel = client.channel(
+            f"user:{user_id}",
+            {
+                "config": {
+                    "private": True,
+                    "broadcast": {"ack": False, "self": False},
+                    "presence": {"key": "", "enabled": False},
+                }
+            },
+        )
         channel.on_broadcast("*", on_message)
         await channel.subscribe(on_state)
         await asyncio.wait_for(joined, 15)
@@ -161,7 +170,7 @@ class Journey:
         recording = await asyncio.to_thread(self.record_reference)
         voice_id = uuid.uuid4()  # chosen first: the upload's key names it
         key = f"{user_id}/{voice_id}/reference.wav"
-        self.upload(user_id, "references", key, recording)
+        upload_as_user(self.database_url, self.storage_dir, user_id, "references", key, recording)
         user_request(
             self.database_url,
             user_id,
@@ -214,17 +223,3 @@ class Journey:
             timeout=60,
         )
         return result.stdout
-
-    def upload(self, user_id: uuid.UUID, bucket: str, key: str, data: bytes) -> None:
-        """What Supabase Storage does for an upload: check the caller against the policies
-        on storage.objects (by inserting the row as the caller), then store the bytes."""
-        path = self.storage_dir / bucket / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with psycopg.connect(self.database_url) as conn, conn.transaction():
-            act_as(conn, user_id)
-            conn.execute(
-                "insert into storage.objects (bucket_id, name, owner, owner_id, metadata) "
-                "values (%s, %s, %s, %s, jsonb_build_object('size', %s::bigint, 'mimetype', 'audio/wav'))",
-                (bucket, key, user_id, str(user_id), len(data)),
-            )
-            path.write_bytes(data)

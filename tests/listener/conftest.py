@@ -136,9 +136,7 @@ def run_listener(listener_settings: ListenerSettings) -> RunListener:
     @asynccontextmanager
     async def running(engine: Engine | None = None, **overrides: Any) -> AsyncIterator[Listener]:
         settings = listener_settings.model_copy(update=overrides)
-        listener = build_listener(
-            settings, engine=engine or ScriptedEngine(), normalise_reference=_unused_normaliser
-        )
+        listener = build_listener(settings, engine=engine or ScriptedEngine())
         task = asyncio.create_task(listener.run())
         try:
             await _until(lambda: listener.metrics.listening or task.done(), 10)
@@ -148,10 +146,6 @@ def run_listener(listener_settings: ListenerSettings) -> RunListener:
             await asyncio.wait_for(task, 30)
 
     return running
-
-
-def _unused_normaliser(data: bytes) -> tuple[bytes, float]:
-    raise AssertionError("this test does not clone")
 
 
 async def _until(condition: Callable[[], bool], within: float) -> None:
