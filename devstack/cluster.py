@@ -55,6 +55,22 @@ def _give_to_owner(path: Path) -> None:
         os.chown(current, owner.pw_uid, owner.pw_gid)
 
 
+def _let_owner_reach(path: Path) -> None:
+    """The server runs as `postgres` but its data lives in the project folder, wherever
+    it was cloned. Folders on the way that `postgres` cannot enter get the search (x)
+    bit for others, nothing more: no listing, no reading."""
+    if os.geteuid() != 0:
+        return
+    for folder in [*reversed(path.parents), path]:
+        reachable = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "test", "-x", str(folder)], check=False
+        )
+        if reachable.returncode != 0:
+            mode = folder.stat().st_mode
+            os.chmod(folder, mode | 0o001)
+            print(f"devstack: allowed the postgres user to pass through {folder}")
+
+
 def is_initialised() -> bool:
     return (DATA_DIR / "PG_VERSION").exists()
 
@@ -69,6 +85,7 @@ def initialise() -> None:
         )
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
     SOCKET_DIR.mkdir(exist_ok=True)
+    _let_owner_reach(CLUSTER_DIR)
     pwfile = CLUSTER_DIR / "pwfile"
     pwfile.write_text("postgres\n")
     _give_to_owner(CLUSTER_DIR)
