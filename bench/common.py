@@ -4,16 +4,20 @@ percentiles, and a table row for docs/performance.md."""
 from __future__ import annotations
 
 import statistics
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
 from devstack import cluster, testdb
+from devstack.processes import spawn_listener
 from devstack.settings import target
 
 
@@ -124,3 +128,13 @@ def wait_until_all_completed(url: str, within: float = 600.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"tasks still unfinished after {within:.0f}s")
             time.sleep(0.02)
+
+
+def start_listener(url: str) -> subprocess.Popen[bytes]:
+    """A listener process as the throughput and memory benchmarks run it."""
+    return spawn_listener(
+        url,
+        Path(tempfile.mkdtemp(prefix="utter-bench-")),
+        UTTER_CONCURRENCY_DESIGN_PREVIEW="8",
+        UTTER_BATCH_SIZE="8",
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from bench.common import Result, connect, make_backlog
-from bench.processes import rss_kib, start_listener
+from bench.common import Result, connect, make_backlog, start_listener
+from devstack.processes import rss_kib
 
 BACKLOG = 10_000
 DRAIN_SECONDS = 45.0

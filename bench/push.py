@@ -24,6 +24,7 @@ from bench.common import Result, timing
 from devstack.settings import ROOT
 from relay.settings import DEFAULT_JWT_SECRET
 from relay.tokens import mint_anon_key, mint_user_token
+from relay.watch import user_channel
 
 MESSAGES = 300
 RATE_PER_SECOND = 50
@@ -92,16 +93,7 @@ async def _one_official_subscriber(database_url: str, port: int) -> list[float]:
         if state == RealtimeSubscribeStates.SUBSCRIBED:
             subscribed.set()
 
-    channel = client.channel(
-        f"user:{user}",
-        {
-            "config": {
-                "private": True,
-                "broadcast": {"ack": False, "self": False},
-                "presence": {"key": "", "enabled": False},
-            }
-        },
-    )
+    channel = user_channel(client, user)
     channel.on_broadcast("*", on_message)
     await channel.subscribe(on_state)
     await asyncio.wait_for(subscribed.wait(), 10)

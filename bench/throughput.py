@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 
-from bench.common import Result, connect, make_backlog
-from bench.processes import start_listener
+from bench.common import Result, connect, make_backlog, start_listener
 
 JOBS = 2000
 

@@ -19,6 +19,7 @@ from realtime.types import BroadcastPayload
 
 from devstack.acting import upload_as_user, user_request
 from relay.tokens import mint_user_token
+from relay.watch import user_channel
 
 DEMO_EMAIL = "demo@utter.local"
 REFERENCE_TRANSCRIPT = (
@@ -86,16 +87,7 @@ class Journey:
         def on_message(message: BroadcastPayload) -> None:
             self._events.put_nowait(message["payload"])
 
-        channel = client.channel(
-            f"user:{user_id}",
-            {
-                "config": {
-                    "private": True,
-                    "broadcast": {"ack": False, "self": False},
-                    "presence": {"key": "", "enabled": False},
-                }
-            },
-        )
+        channel = user_channel(client, user_id)
         channel.on_broadcast("*", on_message)
         await channel.subscribe(on_state)
         await asyncio.wait_for(joined, 15)

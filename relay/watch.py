@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 import psycopg
-from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+from realtime import AsyncRealtimeChannel, AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import BroadcastPayload
 
 from relay.tokens import mint_user_token
@@ -22,6 +22,20 @@ from relay.tokens import mint_user_token
 def user_topic(user_id: uuid.UUID | str) -> str:
     """The per-user topic the database broadcasts a user's updates on."""
     return f"user:{user_id}"
+
+
+def user_channel(client: AsyncRealtimeClient, user_id: uuid.UUID | str) -> AsyncRealtimeChannel:
+    """The private channel of one user's updates, configured as the app joins it."""
+    return client.channel(
+        user_topic(user_id),
+        {
+            "config": {
+                "private": True,
+                "broadcast": {"ack": False, "self": False},
+                "presence": {"key": "", "enabled": False},
+            }
+        },
+    )
 
 
 async def find_user_id(database_url: str, email: str) -> uuid.UUID:
@@ -62,16 +76,7 @@ async def watch(
         if state != RealtimeSubscribeStates.SUBSCRIBED and not ended.done():
             ended.set_result(0 if state == RealtimeSubscribeStates.CLOSED else 1)
 
-    channel = client.channel(
-        user_topic(user_id),
-        {
-            "config": {
-                "private": True,
-                "broadcast": {"ack": False, "self": False},
-                "presence": {"key": "", "enabled": False},
-            }
-        },
-    )
+    channel = user_channel(client, user_id)
     channel.on_broadcast("*", on_message)
     try:
         await channel.subscribe(on_state)

@@ -4,38 +4,28 @@ grace period, and a database restart under running jobs. Every task still ends o
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from devstack import cluster
-from devstack.settings import ROOT, worker_url
+from devstack.processes import spawn_listener
 from tests.listener.conftest import Admin, RunListener
 from tests.listener.scripted_engine import ScriptedEngine
 
 
 def start_listener(database_url: str, storage: Path, **env: str) -> subprocess.Popen[bytes]:
+    """Slow enough jobs (a second each) for a signal to land mid-job."""
     settings = {
-        "UTTER_LISTENER_DATABASE_URL": worker_url(database_url),
-        "UTTER_ENGINE": "tone",
-        "UTTER_STORAGE_DIR": str(storage),
         "UTTER_TONE_DELAY_SECONDS": "1.0",
         "UTTER_VISIBILITY_TIMEOUT_SECONDS": "3",
         "UTTER_POLL_INTERVAL_SECONDS": "0.5",
         "UTTER_CONCURRENCY_DESIGN_PREVIEW": "3",
         "UTTER_MAX_ATTEMPTS": "10",
         "UTTER_SHUTDOWN_GRACE_SECONDS": "5",
-    } | env
-    return subprocess.Popen(
-        [sys.executable, "-m", "listener", "--log-level", "WARNING"],
-        cwd=ROOT,
-        env=os.environ | settings,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    }
+    return spawn_listener(database_url, storage, **(settings | env))
 
 
 def ended_once(admin: Admin) -> bool:

@@ -1,24 +1,23 @@
-"""Listeners as real processes, as they run in production, for the throughput and
-memory benchmarks."""
+"""Listeners as real processes on the local stack, for the tests and benchmarks that
+need what only a process has: signals, kill -9, its own memory."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from devstack.settings import ROOT, worker_url
 
 
-def start_listener(database_url: str, **env: str) -> subprocess.Popen[bytes]:
+def spawn_listener(database_url: str, storage: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`python -m listener` on the tone engine against `database_url` (as utter_worker);
+    `env` adds or overrides UTTER_* settings."""
     settings = {
         "UTTER_LISTENER_DATABASE_URL": worker_url(database_url),
         "UTTER_ENGINE": "tone",
-        "UTTER_STORAGE_DIR": tempfile.mkdtemp(prefix="utter-bench-"),
-        "UTTER_CONCURRENCY_DESIGN_PREVIEW": "8",
-        "UTTER_BATCH_SIZE": "8",
+        "UTTER_STORAGE_DIR": str(storage),
     } | env
     return subprocess.Popen(
         [sys.executable, "-m", "listener", "--log-level", "WARNING"],
@@ -30,7 +29,7 @@ def start_listener(database_url: str, **env: str) -> subprocess.Popen[bytes]:
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) in KiB, from /proc."""
+    """(current RSS, peak RSS) of a process in KiB, from /proc."""
     fields = dict(
         line.split(":", 1)
         for line in Path(f"/proc/{pid}/status").read_text().splitlines()
