@@ -48,7 +48,9 @@ class Database:
             max_size=pool_size,
             open=False,
             kwargs={"autocommit": True},
-            check=AsyncConnectionPool.check_connection,
+            # No check on every checkout (that is a round trip per query): a broken
+            # connection fails its query, fetch() has the pool check the idle ones and
+            # retries.
             reconnect_timeout=retry_seconds,
         )
 
@@ -77,6 +79,7 @@ class Database:
                     raise
                 log.warning("database call %s failed (%s); retrying in %.1fs", name, exc, delay)
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                await self.pool.check()  # drop every idle connection the outage broke
                 delay = min(delay * 2, 5.0)
 
     async def value(self, name: str, **params: Any) -> Any:

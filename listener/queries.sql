@@ -8,9 +8,10 @@ from worker.read_messages(%(queue)s::text, %(visibility_seconds)s::integer, %(qu
 -- name: archive_message
 select worker.archive_message(%(queue)s::text, %(msg_id)s::bigint);
 
--- name: claim_task
-select worker.claim_task(%(queue)s::text, %(msg_id)s::bigint, %(task_id)s::uuid, %(worker_id)s::text,
-                         %(max_attempts)s::integer);
+-- name: claim_next
+select msg_id, enqueued_at, claim
+from worker.claim_next(%(queue)s::text, %(visibility_seconds)s::integer, %(quantity)s::integer,
+                       %(worker_id)s::text, %(max_attempts)s::integer);
 
 -- name: heartbeat
 select worker.heartbeat(%(task_id)s::uuid, %(worker_id)s::text, %(progress)s::real,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from listener.database import Database
@@ -31,14 +31,20 @@ class ObjectMissing(LookupError):
 
 class LocalObjectStore:
     def __init__(self, root: Path, database: Database) -> None:
-        self.root = root
+        self.root = root.resolve()
         self.database = database
 
     def path(self, bucket: str, key: str) -> Path:
-        candidate = (self.root / bucket / key).resolve()
-        if not candidate.is_relative_to((self.root / bucket).resolve()):
+        parts = PurePosixPath(key).parts
+        if (
+            not parts
+            or key.startswith("/")
+            or ".." in parts
+            or "/" in bucket
+            or bucket in ("", "..", ".")
+        ):
             raise ValueError(f"object key {key!r} leaves bucket {bucket!r}")
-        return candidate
+        return self.root / bucket / key
 
     async def get(self, bucket: str, key: str) -> bytes:
         path = self.path(bucket, key)

@@ -114,21 +114,48 @@ class Listener:
                 continue
             wanted = min(free, self.settings.batch_size)
             self.wake[queue].clear()
-            messages = await self.db.fetch(
-                "read_messages",
-                queue=queue,
-                visibility_seconds=self.settings.visibility_timeout_seconds,
-                quantity=wanted,
-            )
-            for message in messages:
-                task = asyncio.create_task(self._handle(queue, message))
+            if queue == "storage_cleanup":
+                rows = await self.db.fetch(
+                    "read_messages",
+                    queue=queue,
+                    quantity=wanted,
+                    visibility_seconds=self.settings.visibility_timeout_seconds,
+                )
+                jobs = [self._clean_storage(row["msg_id"], row["message"]) for row in rows]
+            else:
+                # Read and claim in one round trip; only claimed tasks become jobs.
+                rows = await self.db.fetch(
+                    "claim_next",
+                    queue=queue,
+                    quantity=wanted,
+                    visibility_seconds=self.settings.visibility_timeout_seconds,
+                    worker_id=self.settings.worker_id,
+                    max_attempts=self.settings.max_attempts,
+                )
+                jobs = [self._execute(queue, row) for row in rows if self._claimed(queue, row)]
+            for job in jobs:
+                task = asyncio.create_task(job)
                 self.in_flight[queue].add(task)
                 self.metrics.in_flight += 1
                 task.add_done_callback(
                     functools.partial(self._finished, queue, slot_freed=slot_freed)
                 )
-            if len(messages) < wanted:
+            if len(rows) < wanted:
                 await _wait(self.wake[queue], self.settings.poll_interval_seconds)
+
+    def _claimed(self, queue: str, row: dict[str, Any]) -> bool:
+        claim = row["claim"]
+        outcome = claim["outcome"]
+        if outcome == "claimed":
+            return True
+        ids = {"queue": queue, "msg_id": row["msg_id"], "claim": claim}
+        if outcome in ("malformed", "wrong_queue"):
+            log.error("message dead-lettered: %s", outcome, extra=ids)
+            self.metrics.count("malformed")
+        else:
+            log.info("nothing to run: %s", outcome, extra=ids)
+            self.metrics.count(f"claim_{outcome}")
+        return False
 
     def _finished(self, queue: str, task: asyncio.Task[None], *, slot_freed: asyncio.Event) -> None:
         self.in_flight[queue].discard(task)
@@ -152,41 +179,16 @@ class Listener:
 
     # -- one message ---------------------------------------------------------------
 
-    async def _handle(self, queue: str, message: dict[str, Any]) -> None:
-        msg_id = int(message["msg_id"])
-        body = message["message"]
-        ids = {"queue": queue, "msg_id": msg_id}
-        if queue == "storage_cleanup":
-            await self._clean_storage(msg_id, body)
-            return
-        task_id = _task_id_of(body)
-        if task_id is None:
-            log.error("malformed message dead-lettered", extra=ids | {"body": body})
-            await self.db.fetch("archive_message", queue=queue, msg_id=msg_id)
-            self.metrics.count("malformed")
-            return
-
-        ids["task_id"] = task_id
-        claim = await self.db.value(
-            "claim_task",
-            queue=queue,
-            msg_id=msg_id,
-            task_id=uuid.UUID(task_id),
-            worker_id=self.settings.worker_id,
-            max_attempts=self.settings.max_attempts,
-        )
-        if claim["outcome"] != "claimed":
-            log.info("nothing to run: %s", claim["outcome"], extra=ids | {"claim": claim})
-            self.metrics.count(f"claim_{claim['outcome']}")
-            return
-        self.metrics.pickup_ms.append((time.time() - message["enqueued_at"].timestamp()) * 1000)
-        job = Job.from_description(claim["job"])
-        running = RunningJob(queue, msg_id)
-        self.running[task_id] = running
+    async def _execute(self, queue: str, row: dict[str, Any]) -> None:
+        job = Job.from_description(row["claim"]["job"])
+        self.metrics.pickup_ms.append((time.time() - row["enqueued_at"].timestamp()) * 1000)
+        ids = {"queue": queue, "msg_id": row["msg_id"], "task_id": job.task_id}
+        running = RunningJob(queue, int(row["msg_id"]))
+        self.running[job.task_id] = running
         try:
             await self._run(job, running, ids)
         finally:
-            del self.running[task_id]
+            del self.running[job.task_id]
 
     async def _run(self, job: Job, running: RunningJob, ids: dict[str, Any]) -> None:
         if self.stopping.is_set():
@@ -351,6 +353,7 @@ class Listener:
     # -- storage cleanup -------------------------------------------------------------
 
     async def _clean_storage(self, msg_id: int, body: Any) -> None:
+        """Removes the objects of deleted rows, then archives the message."""
         bucket = body.get("bucket") if isinstance(body, dict) else None
         keys = body.get("keys") if isinstance(body, dict) else None
         if not isinstance(bucket, str) or not isinstance(keys, list):
@@ -363,15 +366,6 @@ class Listener:
                 await self.store.delete(bucket, str(key))
             self.metrics.count("objects_removed")
         await self.db.fetch("archive_message", queue="storage_cleanup", msg_id=msg_id)
-
-
-def _task_id_of(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    try:
-        return str(uuid.UUID(str(body.get("task_id"))))
-    except ValueError:
-        return None
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

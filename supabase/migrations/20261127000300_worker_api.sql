@@ -62,6 +62,7 @@ $$;
 --   ended          already completed, failed or cancelled: the message was archived
 --   missing        no such task: the message was archived
 --   gave_up        the attempt limit was reached (the listener died each time): failed
+--   wrong_queue    the task belongs to another queue: the message was archived
 create function worker.claim_task(
   queue text, msg_id bigint, task_id uuid, worker_id text, max_attempts integer
 ) returns jsonb
@@ -76,8 +77,10 @@ begin
     return jsonb_build_object('outcome', 'missing');
   end if;
   if task.type <> queue then
-    raise exception using errcode = '22023',
-      message = format('task %s is a %s task, not one for queue %s', task.id, task.type, queue);
+    -- A message in the wrong queue (a bug or a forgery): dead-letter it and leave the
+    -- task, whose own message is in its own queue, alone.
+    perform pgmq.archive(queue, msg_id);
+    return jsonb_build_object('outcome', 'wrong_queue', 'task_type', task.type);
   end if;
   if task.status in ('completed', 'failed', 'cancelled') then
     perform pgmq.archive(queue, msg_id);
@@ -107,6 +110,42 @@ begin
     return jsonb_build_object('outcome', 'ended', 'status', 'failed');
   end if;
   return jsonb_build_object('outcome', 'claimed', 'job', job);
+end
+$$;
+
+-- Reads up to `quantity` messages and claims the task of each, in one round trip: the
+-- listener's pickup path. One row per message read, with claim_task's outcome, or
+-- `malformed` (no task id; the message was archived).
+create function worker.claim_next(
+  queue text, visibility_seconds integer, quantity integer, worker_id text, max_attempts integer
+) returns table (msg_id bigint, enqueued_at timestamptz, claim jsonb)
+language plpgsql security definer set search_path = '' as $$
+declare
+  message record;
+  task_id uuid;
+begin
+  for message in select * from worker.read_messages(queue, visibility_seconds, quantity) loop
+    msg_id := message.msg_id;
+    enqueued_at := message.enqueued_at;
+    task_id := private.uuid_or_null(message.message ->> 'task_id');
+    if task_id is null then
+      perform pgmq.archive(queue, message.msg_id);
+      claim := jsonb_build_object('outcome', 'malformed', 'message', message.message);
+    else
+      claim := worker.claim_task(queue, message.msg_id, task_id, worker_id, max_attempts);
+    end if;
+    return next;
+  end loop;
+end
+$$;
+
+create function private.uuid_or_null(candidate text) returns uuid
+language plpgsql immutable set search_path = '' as $$
+begin
+  if candidate ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    return candidate::uuid;
+  end if;
+  return null;
 end
 $$;
 

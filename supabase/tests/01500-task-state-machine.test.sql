@@ -7,7 +7,7 @@
 --   ...a010 pending, ...a011 completed, ...a012 failed, ...a013 cancelled,
 --   ...a020 the worker walk-through, ...a030 retries, ...a040 crashes, ...a050 fails at once
 begin;
-select plan(69);
+select plan(70);
 
 select tests.create_user('machine-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.make_ready_voice('machine-alice@utter.test', 'Alice', 'a11ce000-0000-4000-8000-00000000a001');
@@ -241,10 +241,17 @@ reset role;
 select is(current_setting('test.claim')::jsonb, '{"outcome": "missing"}'::jsonb, 'a message for no task is reported missing');
 select is((select count(*)::int from pgmq.a_generate where msg_id = current_setting('test.msg')::bigint), 1,
   'a message for no task is archived');
-select throws_ok(format($$ select worker.claim_task('clone', 1, %L, 'worker-1', 3) $$, t.id),
-  '22023', format('task %s is a generate task, not one for queue clone', t.id),
-  'a task cannot be claimed from another type''s queue')
-from (select tests.task_for('a11ce000-0000-4000-8000-00000000a010') id) t;
+select set_config('test.task', tests.task_for('a11ce000-0000-4000-8000-00000000a010')::text, true);
+select set_config('test.msg', pgmq.send('clone',
+  jsonb_build_object('task_id', current_setting('test.task'), 'type', 'clone'))::text, true);
+set local role utter_worker;
+select set_config('test.claim', worker.claim_task('clone', current_setting('test.msg')::bigint,
+  current_setting('test.task')::uuid, 'worker-1', 3)::text, true);
+reset role;
+select is(current_setting('test.claim')::jsonb, '{"outcome": "wrong_queue", "task_type": "generate"}'::jsonb,
+  'a message in another type''s queue does not claim the task');
+select is((select count(*)::int from pgmq.a_clone where msg_id = current_setting('test.msg')::bigint), 1,
+  'a message in the wrong queue is archived');
 select throws_ok(format($$ select worker.complete_task(%L, 'worker-1', '{}') $$, t.id),
   '22023', 'complete_task needs a positive duration_seconds, got {}',
   'a completion without a duration is refused')

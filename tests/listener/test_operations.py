@@ -8,9 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from devstack.settings import ROOT
 from listener.metrics import serve_http
+from listener.storage import LocalObjectStore
 from tests.listener.conftest import Admin, RunListener
 
 
@@ -78,3 +82,19 @@ async def test_health_and_metrics_are_served(admin: Admin, run_listener: RunList
             assert queues["design_preview"]["total_sent"] == 1
         finally:
             server.close()
+
+
+def test_the_local_store_keeps_keys_inside_their_bucket(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path, database=None)  # type: ignore[arg-type]
+    assert (
+        store.path("generations", "u1/g1.wav")
+        == tmp_path.resolve() / "generations" / "u1" / "g1.wav"
+    )
+    for bucket, key in [
+        ("generations", "../references/u1/x.wav"),
+        ("generations", "/etc/passwd"),
+        ("../etc", "passwd"),
+        ("generations", ""),
+    ]:
+        with pytest.raises(ValueError, match="leaves bucket"):
+            store.path(bucket, key)
