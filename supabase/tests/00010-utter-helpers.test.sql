@@ -160,7 +160,7 @@ as $$
 $$;
 
 -- Messages waiting (visible or not) in a queue, and archived ones.
-create or replace function tests.queued(queue text) returns integer
+create or replace function tests.pgmq_rows(table_name text) returns integer
 language plpgsql
 stable
 security definer
@@ -169,24 +169,16 @@ as $$
 declare
   n integer;
 begin
-  execute format('select count(*)::integer from pgmq.%I', 'q_' || queue) into n;
+  execute format('select count(*)::integer from pgmq.%I', table_name) into n;
   return n;
 end
 $$;
 
+create or replace function tests.queued(queue text) returns integer
+language sql stable set search_path = '' as $$ select tests.pgmq_rows('q_' || queue) $$;
+
 create or replace function tests.archived(queue text) returns integer
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
-declare
-  n integer;
-begin
-  execute format('select count(*)::integer from pgmq.%I', 'a_' || queue) into n;
-  return n;
-end
-$$;
+language sql stable set search_path = '' as $$ select tests.pgmq_rows('a_' || queue) $$;
 
 -- Broadcasts sent to a user's private topic.
 create or replace function tests.broadcasts(email text) returns integer
