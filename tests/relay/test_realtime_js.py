@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,13 +19,6 @@ from tests.relay.support import WAIT_S, anon_key, new_user, send_messages
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "subscriber.mjs"
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("node") is None, reason="Node is not installed"),
-    pytest.mark.skipif(
-        not (ROOT / "node_modules" / "@supabase" / "realtime-js").exists(),
-        reason="node_modules lacks @supabase/realtime-js (run scripts/bootstrap.sh)",
-    ),
-]
 
 Event = dict[str, Any]
 
