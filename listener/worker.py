@@ -36,7 +36,8 @@ class RunningJob:
     msg_id: int
     engine_task: asyncio.Task[Audio] | None = None
     # Why the engine was stopped: cancelled (by the user or a delete), ended (the task
-    # ended elsewhere), lost (another listener holds it now), shutdown.
+    # ended elsewhere), lost (back in the queue or held by another listener), timeout,
+    # shutdown.
     stop_reason: str | None = None
     progress: float | None = None
     progress_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -216,7 +217,11 @@ class Listener:
             (outcome,) = await asyncio.gather(keep_alive, return_exceptions=True)
             if isinstance(outcome, Exception):
                 log.warning("heartbeats stopped: %r", outcome, extra=ids)
-        await self._deliver(job, audio, time.monotonic() - started, ids)
+        try:
+            await self._deliver(job, audio, time.monotonic() - started, ids)
+        except Exception as exc:  # storage or database outage: the work is retried
+            log.exception("storing or settling the result failed", extra=ids)
+            await self._fail(job, f"could not store the result: {exc!r}", True, ids)
 
     async def _run_engine(self, job: Job, running: RunningJob) -> Audio:
         async def progress(fraction: float) -> None:
@@ -271,8 +276,12 @@ class Listener:
                 progress=running.progress,
                 extend_seconds=self.settings.visibility_timeout_seconds,
             )
+            if status in ("completed", "failed", "cancelled", "missing"):
+                running.stop("ended")
+                return
             if status != "processing":
-                running.stop("lost" if status == "claimed_elsewhere" else "ended")
+                # Back in the queue or held by another listener: the message is theirs.
+                running.stop("lost")
                 return
 
     async def _deliver(self, job: Job, audio: Audio, seconds: float, ids: dict[str, Any]) -> None:
@@ -331,8 +340,6 @@ class Listener:
                 "release_task", task_id=uuid.UUID(job.task_id), worker_id=self.settings.worker_id
             )
             self.metrics.count("released")
-        elif reason == "timeout":  # handled by the caller as an engine error
-            return
         elif reason == "lost":
             outcome = "left to the listener that holds it now"
         else:

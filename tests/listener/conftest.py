@@ -156,6 +156,15 @@ async def _until(condition: Callable[[], bool], within: float) -> None:
         await asyncio.sleep(0.02)
 
 
+async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
 async def ready_voice(admin: Admin, user: Browser) -> uuid.UUID:
     """A voice as a user gets one without uploading: design a preview (a listener
     must be running), then save it."""

@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
-from collections.abc import Callable
 
-from tests.listener.conftest import Admin, Browser, RunListener, ready_voice
+from tests.listener.conftest import Admin, Browser, RunListener, ready_voice, until
 from tests.listener.scripted_engine import ScriptedEngine
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 async def test_cancel_while_running_stops_the_engine_within_a_second(

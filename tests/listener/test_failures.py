@@ -3,8 +3,11 @@ letter in pgmq's archive, and reasons a user can read."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from gpu.engine import PermanentEngineError, RetryableEngineError
-from tests.listener.conftest import Admin, RunListener, ready_voice
+from tests.listener.conftest import Admin, RunListener, ready_voice, until
 from tests.listener.scripted_engine import ScriptedEngine, fail_times
 
 
@@ -106,3 +109,47 @@ async def test_malformed_messages_are_dead_lettered_and_work_goes_on(
     assert listener.metrics.counts["malformed"] == 2
     assert listener.metrics.counts["claim_missing"] == 1
     assert admin.value("select count(*) from pgmq.a_generate") == 4
+
+
+async def test_a_failed_upload_is_retried_not_lost(admin: Admin, run_listener: RunListener) -> None:
+    user = admin.new_user()
+    async with run_listener() as listener:
+        real_put = listener.store.put
+        failures = []
+
+        async def flaky_put(*args: Any, **kwargs: Any) -> None:
+            if not failures:
+                failures.append(args)
+                raise ConnectionError("storage unavailable")
+            await real_put(*args, **kwargs)
+
+        listener.store.put = flaky_put  # type: ignore[method-assign]
+        preview_id = user.design_preview()
+        await admin.wait_until(
+            "select status = 'completed' from design_previews where id = %s", (preview_id,)
+        )
+    task = admin.task_of("design_preview_id", preview_id)
+    assert (len(failures), task["attempts"]) == (1, 2)
+
+
+async def test_a_listener_whose_claim_was_taken_over_stops_and_leaves_the_message(
+    admin: Admin, run_listener: RunListener
+) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(lambda task_id, calls: float("inf"))
+    async with run_listener(engine, visibility_timeout_seconds=3) as listener:
+        preview_id = user.design_preview()
+        await asyncio.wait_for(engine.started.wait(), 5)
+        task = admin.task_of("design_preview_id", preview_id)
+        # What a second listener's claim does once this one's visibility lapsed.
+        admin.rows("update tasks set claimed_by = 'another-listener' where id = %s", (task["id"],))
+        await until(lambda: str(task["id"]) not in listener.running)  # the next heartbeat notices
+        assert str(task["id"]) in engine.cancelled
+    assert (
+        admin.value(
+            "select count(*) from pgmq.q_design_preview where msg_id = %s", (task["msg_id"],)
+        )
+        == 1
+    )
+    assert admin.value("select count(*) from pgmq.a_design_preview") == 0
+    assert admin.task_of("design_preview_id", preview_id)["status"] == "processing"
