@@ -14,8 +14,6 @@ JOBS = 2000
 
 def _drain_with_listeners(url: str, listeners: int) -> float:
     with connect(url) as admin:
-        admin.execute("truncate tasks, design_previews cascade")
-        admin.execute("select pgmq.purge_queue('design_preview')")
         make_backlog(admin, JOBS // 10)
         processes = [start_listener(url) for _ in range(listeners)]
         started = time.perf_counter()

@@ -103,6 +103,9 @@ $$;
 create function private.forbid_ledger_changes() returns trigger
 language plpgsql security definer set search_path = '' as $$
 begin
+  if tg_op = 'TRUNCATE' then
+    raise exception 'private.credit_ledger is append-only (TRUNCATE refused)';
+  end if;
   if tg_op = 'DELETE' and not exists (select 1 from auth.users u where u.id = old.user_id) then
     return old;
   end if;
@@ -116,6 +119,8 @@ end
 $$;
 create trigger credit_ledger_append_only before update or delete on private.credit_ledger
   for each row execute function private.forbid_ledger_changes();
+create trigger credit_ledger_never_truncated before truncate on private.credit_ledger
+  for each statement execute function private.forbid_ledger_changes();
 
 -- Tasks -------------------------------------------------------------------------
 

@@ -151,7 +151,7 @@ create policy "users upload their own references" on storage.objects
     bucket_id = 'references'
     and (storage.foldername(name))[1] = (select auth.uid())::text
     and cardinality(storage.foldername(name)) = 2
-    and storage.filename(name) ~ '^reference\.(wav|mp3|m4a)$'
+    and storage.filename(name) ~* '^reference\.(wav|mp3|m4a)$'  -- as the voice trigger: any case
   );
 create policy "users read their own generations audio" on storage.objects
   for select to authenticated

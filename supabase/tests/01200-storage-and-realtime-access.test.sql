@@ -2,7 +2,7 @@
 -- evaluated as the caller: Storage inserts (bucket_id, name, owner) as the uploading
 -- user; Realtime sets realtime.topic to the channel being joined.
 begin;
-select plan(29);
+select plan(30);
 
 select tests.create_user('access-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('access-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -26,6 +26,9 @@ select lives_ok($$ insert into storage.objects (bucket_id, name, owner) values (
 select lives_ok($$ insert into storage.objects (bucket_id, name, owner) values ('references',
     'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a012/reference.m4a', auth.uid()) $$,
   'a user uploads an M4A reference');
+select lives_ok($$ insert into storage.objects (bucket_id, name, owner) values ('references',
+    'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a016/reference.WAV', auth.uid()) $$,
+  'the extension may be upper case, as the voice insert accepts it');
 select throws_ok($$ insert into storage.objects (bucket_id, name, owner) values ('references',
     'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a013/reference.exe', auth.uid()) $$,
   '42501', 'new row violates row-level security policy for table "objects"',
@@ -56,7 +59,7 @@ select throws_ok($$ insert into storage.objects (bucket_id, name, owner) values 
   'a user never writes to the generations bucket');
 
 -- Storage: reads, updates, deletes --------------------------------------------------
-select is((select count(*)::int from storage.objects where bucket_id = 'references'), 5,
+select is((select count(*)::int from storage.objects where bucket_id = 'references'), 6,
   'a user reads their uploads and the listener''s audio in their references folder');
 select is_empty($$ select 1 from storage.objects where name like 'b0b00000-0000-4000-8000-000000000002/%' $$,
   'a user sees none of another user''s objects');
@@ -78,7 +81,7 @@ select throws_ok($$ insert into storage.objects (bucket_id, name) values ('refer
   '42501', 'new row violates row-level security policy for table "objects"', 'anon cannot upload');
 
 select tests.authenticate_as_service_role();
-select is((select count(*)::int from storage.objects), 8, 'service_role reads every object');
+select is((select count(*)::int from storage.objects), 9, 'service_role reads every object');
 
 -- Realtime: private topics user:<uid> ----------------------------------------------
 select tests.clear_authentication();

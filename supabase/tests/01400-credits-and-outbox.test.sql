@@ -2,7 +2,7 @@
 -- transaction: what rolls back leaves no message, task or charge behind. Balances are
 -- the ledger's sum and the ledger only grows.
 begin;
-select plan(44);
+select plan(45);
 
 select tests.create_user('credits-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('credits-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -149,6 +149,8 @@ select throws_ok($$ update private.credit_ledger set delta = 1000 where user_id 
   'P0001', 'private.credit_ledger is append-only (UPDATE refused)', 'ledger rows cannot be changed');
 select throws_ok($$ delete from private.credit_ledger where user_id = 'a11ce000-0000-4000-8000-000000000001' $$,
   'P0001', 'private.credit_ledger is append-only (DELETE refused)', 'ledger rows cannot be deleted');
+select throws_ok($$ truncate private.credit_ledger cascade $$,
+  'P0001', 'private.credit_ledger is append-only (TRUNCATE refused)', 'the ledger cannot be truncated');
 select throws_ok($$ update public.profiles set credits = -1 where id = 'a11ce000-0000-4000-8000-000000000001' $$,
   '23514', 'new row for relation "profiles" violates check constraint "profiles_credits_not_negative"',
   'a balance can never go negative');
