@@ -1,6 +1,7 @@
 """Pickup latency: from the commit of a user's insert to the moment the engine is
 called, at a light steady rate and at a burst; against a consumer that polls every
-2 s (the old app's interval) and a pgmq `read_with_poll` loop, fed the same way."""
+2 s (the old app's interval) and a pgmq `read_with_poll` loop, fed the same way. The
+inserts come from a process of their own (bench/producer.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import psycopg
 
 from bench.common import Result, connect, timing
-from devstack.acting import act_as
+from bench.producer import run_producer
 from devstack.settings import worker_url
 from gpu.engine import Audio, CloneRequest, DesignRequest, JobContext
 from gpu.tone_engine import ToneEngine
@@ -51,35 +52,6 @@ class StopwatchEngine(ToneEngine):
         return await super().clone(request, job)
 
 
-def _produce(
-    url: str, users: list[uuid.UUID], count: int, interval: float, send: Callable[..., Any]
-) -> dict[Any, float]:
-    committed: dict[Any, float] = {}
-    with psycopg.connect(url) as conn:
-        for i in range(count):
-            key = send(conn, users[i % len(users)], i)
-            conn.commit()
-            committed[key] = time.perf_counter()
-            if interval:
-                time.sleep(interval)
-    return committed
-
-
-def _insert_preview(conn: psycopg.Connection[Any], user_id: uuid.UUID, i: int) -> str:
-    act_as(conn, user_id)
-    row = conn.execute(
-        "insert into design_previews (instruct, text, language) values ('A calm voice', %s, 'English') returning id",
-        (f"Line {i}",),
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def _send_bare(conn: psycopg.Connection[Any], user_id: uuid.UUID, i: int) -> int:
-    conn.execute("select pgmq.send('bench_pickup', %s::jsonb)", (f'{{"i": {i}}}',))
-    return i
-
-
 async def _listener_run(
     url: str, users: list[uuid.UUID], count: int, interval: float
 ) -> list[float]:
@@ -94,7 +66,7 @@ async def _listener_run(
     engine.expected = count
     running = asyncio.create_task(listener.run())
     await listener.ready.wait()
-    committed = await asyncio.to_thread(_produce, url, users, count, interval, _insert_preview)
+    committed = await asyncio.to_thread(run_producer, url, "previews", count, interval, users)
     await asyncio.wait_for(engine.all_called.wait(), 120)
     with connect(url) as admin:
         task_of = {
@@ -115,21 +87,21 @@ async def _listener_run(
 def _baseline_run(
     url: str, count: int, interval: float, read: Callable[[psycopg.Connection[Any]], list[Any]]
 ) -> list[float]:
-    received: dict[int, float] = {}
+    received: dict[str, float] = {}
     done = threading.Event()
 
     def consume() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             while not done.is_set() or len(received) < count:
                 for msg_id, body in read(conn):
-                    received[int(body["i"])] = time.perf_counter()
+                    received[str(body["i"])] = time.perf_counter()
                     conn.execute("select pgmq.archive('bench_pickup', %s::bigint)", (msg_id,))
                 if len(received) >= count:
                     return
 
     consumer = threading.Thread(target=consume)
     consumer.start()
-    committed = _produce(url, [uuid.uuid4()], count, interval, _send_bare)
+    committed = run_producer(url, "bare", count, interval, [])
     done.set()
     consumer.join(180)
     return [(received[i] - t) * 1000 for i, t in committed.items() if i in received]

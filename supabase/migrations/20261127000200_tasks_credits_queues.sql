@@ -12,33 +12,38 @@ select pgmq.create('storage_cleanup');  -- objects of deleted rows, removed by t
 -- Product rules, one home each ---------------------------------------------------
 
 create function private.signup_credits() returns integer
-language sql immutable set search_path = '' as $$ select 100 $$;
+language plpgsql immutable set search_path = '' as $$ begin return 100; end $$;
 
 create function private.max_unfinished_tasks() returns integer
-language sql immutable set search_path = '' as $$ select 10 $$;
+language plpgsql immutable set search_path = '' as $$ begin return 10; end $$;
 
 -- Generation: 1 credit per started 500 characters; design preview: 1; clone: free.
 create function private.task_cost(task_type text, text_length integer) returns integer
-language sql immutable set search_path = '' as $$
-  select case task_type
+language plpgsql immutable set search_path = '' as $$
+begin
+  return case task_type
     when 'generate' then greatest(1, ceil(text_length / 500.0)::integer)
     when 'design_preview' then 1
     else 0
-  end
+  end;
+end
 $$;
 
 -- Where the listener stores each task's output (bucket, key), so the conventions in
--- docs/client-contract.md live in one place.
+-- docs/client-contract.md live in one place. (The helpers on hot paths are PL/pgSQL,
+-- whose plans are cached: a SQL function called from PL/pgSQL is planned per call.)
 create function private.output_object(task public.tasks) returns jsonb
-language sql stable set search_path = '' as $$
-  select case task.type
+language plpgsql stable set search_path = '' as $$
+begin
+  return case task.type
     when 'generate' then jsonb_build_object(
       'bucket', 'generations', 'key', task.user_id || '/' || task.generation_id || '.wav')
     when 'design_preview' then jsonb_build_object(
       'bucket', 'references', 'key', task.user_id || '/previews/' || task.design_preview_id || '.wav')
     when 'clone' then jsonb_build_object(
       'bucket', 'references', 'key', task.user_id || '/' || task.voice_id || '/normalized.wav')
-  end
+  end;
+end
 $$;
 
 create function private.invalid(message text, hint text default null) returns void
@@ -49,8 +54,9 @@ end
 $$;
 
 create function private.task_transition_allowed(from_status text, to_status text) returns boolean
-language sql immutable set search_path = '' as $$
-  select (from_status, to_status) in (
+language plpgsql immutable set search_path = '' as $$
+begin
+  return (from_status, to_status) in (
     ('pending', 'pending'),        -- bookkeeping while queued
     ('pending', 'processing'),     -- claimed by a listener
     ('pending', 'cancelled'),      -- cancelled while queued
@@ -60,7 +66,8 @@ language sql immutable set search_path = '' as $$
     ('processing', 'completed'),
     ('processing', 'failed'),
     ('processing', 'cancelled')
-  )
+  );
+end
 $$;
 
 -- Credits -----------------------------------------------------------------------

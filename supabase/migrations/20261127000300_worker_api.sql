@@ -32,29 +32,37 @@ $$;
 -- What a listener needs to run a claimed task: inputs, where to store the output, and
 -- a remote call to re-attach to.
 create function private.job_description(task public.tasks) returns jsonb
-language sql stable security definer set search_path = '' as $$
-  select jsonb_build_object(
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  inputs jsonb;
+begin
+  if task.type = 'generate' then
+    select jsonb_build_object(
+      'generation_id', g.id, 'text', g.text, 'language', g.language,
+      'voice', jsonb_build_object(
+        'id', v.id, 'reference_object_key', v.normalized_object_key,
+        'reference_transcript', v.reference_transcript, 'language', v.language))
+    into inputs
+    from public.generations g join public.voices v on v.id = g.voice_id
+    where g.id = task.generation_id;
+  elsif task.type = 'design_preview' then
+    select jsonb_build_object('design_preview_id', p.id, 'instruct', p.instruct,
+                              'text', p.text, 'language', p.language)
+    into inputs
+    from public.design_previews p where p.id = task.design_preview_id;
+  else
+    select jsonb_build_object('voice_id', v.id, 'reference_object_key', v.reference_object_key,
+                              'reference_transcript', v.reference_transcript, 'language', v.language)
+    into inputs
+    from public.voices v where v.id = task.voice_id;
+  end if;
+  -- Null when the subject is gone: the claim then fails the task.
+  return jsonb_build_object(
     'task_id', task.id, 'type', task.type, 'user_id', task.user_id,
     'attempt', task.attempts, 'resume_call_id', task.engine_call_id,
     'output', private.output_object(task)
-  ) || case task.type
-    when 'generate' then (
-      select jsonb_build_object(
-        'generation_id', g.id, 'text', g.text, 'language', g.language,
-        'voice', jsonb_build_object(
-          'id', v.id, 'reference_object_key', v.normalized_object_key,
-          'reference_transcript', v.reference_transcript, 'language', v.language))
-      from public.generations g join public.voices v on v.id = g.voice_id
-      where g.id = task.generation_id)
-    when 'design_preview' then (
-      select jsonb_build_object('design_preview_id', p.id, 'instruct', p.instruct,
-                                'text', p.text, 'language', p.language)
-      from public.design_previews p where p.id = task.design_preview_id)
-    when 'clone' then (
-      select jsonb_build_object('voice_id', v.id, 'reference_object_key', v.reference_object_key,
-                                'reference_transcript', v.reference_transcript, 'language', v.language)
-      from public.voices v where v.id = task.voice_id)
-  end
+  ) || inputs;
+end
 $$;
 
 -- Claims the task a message names. Outcomes:

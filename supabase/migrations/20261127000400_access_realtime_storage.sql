@@ -68,8 +68,9 @@ create policy "users cancel their own tasks" on public.tasks
 -- from Database"), carrying what the app shows and nothing internal.
 
 create function private.broadcast_record(tbl text, row_data jsonb) returns jsonb
-language sql immutable set search_path = '' as $$
-  select case tbl
+language plpgsql immutable set search_path = '' as $$
+begin
+  return case tbl
     when 'tasks' then jsonb_build_object(
       'id', row_data -> 'id', 'type', row_data -> 'type', 'status', row_data -> 'status',
       'progress', row_data -> 'progress', 'error', row_data -> 'error', 'cost', row_data -> 'cost',
@@ -79,7 +80,8 @@ language sql immutable set search_path = '' as $$
       'started_at', row_data -> 'started_at', 'ended_at', row_data -> 'ended_at')
     when 'profiles' then jsonb_build_object('id', row_data -> 'id', 'credits', row_data -> 'credits')
     else row_data - 'user_id'  -- generations, voices, design_previews hold nothing internal
-  end
+  end;
+end
 $$;
 
 create function private.broadcast_change() returns trigger
