@@ -289,8 +289,8 @@ $$;
 create trigger tasks_before_update before update on public.tasks
   for each row execute function private.before_task_update();
 
--- Keeps the task's subject (generation, preview, voice) in step and refunds failed
--- or cancelled work. Completion data is written by worker.complete_task before the
+-- Keeps the task's subject (generation, preview, voice) in step, refunds failed or
+-- cancelled work and removes whatever output its attempts may have stored. Completion data is written by worker.complete_task before the
 -- task turns completed, so here completion needs nothing more.
 create function private.after_task_update() returns trigger
 language plpgsql security definer set search_path = '' as $$
@@ -300,6 +300,12 @@ begin
   end if;
   if new.status in ('failed', 'cancelled') then
     perform private.refund(new);
+    if new.attempts > 0 then
+      -- An attempt may have stored its output before it was stopped (a listener that
+      -- died between upload and completion): nothing may keep it.
+      perform private.remove_objects(private.output_object(new) ->> 'bucket',
+                                     array[private.output_object(new) ->> 'key']);
+    end if;
   end if;
   if new.type = 'generate' then
     update public.generations
