@@ -13,7 +13,7 @@ from pyinstrument import Profiler
 
 from bench.common import connect, make_backlog, users_with_voices, wait_until_all_completed
 from devstack.acting import act_as
-from devstack.settings import worker_url
+from devstack.settings import ROOT, worker_url
 from gpu.tone_engine import ToneEngine
 from listener.app import build_listener
 from listener.settings import ListenerSettings
@@ -47,6 +47,7 @@ def listener_profile(url: str) -> str:
         asyncio.run(_drain(url))
     seconds = time.perf_counter() - started
     text = profiler.output_text(unicode=False, color=False, show_all=False, short_mode=True)
+    text = text.replace(f"{ROOT}/", "")  # the report names files by their place in the repository
     return f"{JOBS} jobs in {seconds:.1f} s in one process\n\n" + "\n".join(text.splitlines()[:60])
 
 
