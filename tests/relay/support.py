@@ -145,3 +145,21 @@ class RawClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+# Joins the relay must refuse, with the reason Supabase Realtime gives.
+REFUSALS = [
+    ("another user's topic", "Unauthorized: You do not have permissions to read"),
+    ("bad signature", "JwtSignatureError: Failed to validate JWT signature"),
+    ("expired token", "InvalidJWTToken: Token has expired"),
+]
+
+
+def refused_join(case: str) -> tuple[str, str]:
+    """The (topic, token) of one REFUSALS case."""
+    user, other = new_user(), new_user()
+    if case == "another user's topic":
+        return other.topic, user.token()
+    if case == "bad signature":
+        return user.topic, mint_user_token("not-the-project-secret-but-32-characters-long", user.id)
+    return user.topic, user.token(expires_in=-10)

@@ -10,8 +10,7 @@ from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import BroadcastPayload
 
 from relay.server import RelayServer
-from relay.tokens import mint_user_token
-from tests.relay.support import WAIT_S, anon_key, new_user, send_messages
+from tests.relay.support import REFUSALS, WAIT_S, anon_key, new_user, refused_join, send_messages
 
 SUBSCRIBED = RealtimeSubscribeStates.SUBSCRIBED
 CHANNEL_ERROR = RealtimeSubscribeStates.CHANNEL_ERROR
@@ -83,23 +82,9 @@ async def test_receives_its_messages_in_order(relay: RelayServer, relay_database
         await client.close()
 
 
-@pytest.mark.parametrize(
-    ("case", "expected_reason"),
-    [
-        ("another user's topic", "Unauthorized: You do not have permissions to read"),
-        ("bad signature", "JwtSignatureError: Failed to validate JWT signature"),
-        ("expired token", "InvalidJWTToken: Token has expired"),
-    ],
-)
+@pytest.mark.parametrize(("case", "expected_reason"), REFUSALS)
 async def test_refused(relay: RelayServer, case: str, expected_reason: str) -> None:
-    user, other = new_user(), new_user()
-    topic, token = user.topic, user.token()
-    if case == "another user's topic":
-        topic = other.topic
-    elif case == "bad signature":
-        token = mint_user_token("not-the-project-secret-but-32-characters-long", user.id)
-    else:
-        token = user.token(expires_in=-10)
+    topic, token = refused_join(case)
     client, watcher = await subscribe(relay, topic, token)
     try:
         assert watcher.states[0][0] == CHANNEL_ERROR

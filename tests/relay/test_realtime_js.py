@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from relay.server import RelayServer
-from relay.tokens import mint_user_token
-from tests.relay.support import WAIT_S, anon_key, new_user, send_messages
+from tests.relay.support import REFUSALS, WAIT_S, anon_key, new_user, refused_join, send_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "subscriber.mjs"
@@ -105,23 +104,9 @@ async def test_receives_its_messages_in_order(
         assert client.broadcasts() == sent
 
 
-@pytest.mark.parametrize(
-    ("case", "expected_reason"),
-    [
-        ("another user's topic", "Unauthorized: You do not have permissions to read"),
-        ("bad signature", "JwtSignatureError: Failed to validate JWT signature"),
-        ("expired token", "InvalidJWTToken: Token has expired"),
-    ],
-)
+@pytest.mark.parametrize(("case", "expected_reason"), REFUSALS)
 async def test_refused(relay: RelayServer, case: str, expected_reason: str) -> None:
-    user, other = new_user(), new_user()
-    topic, token = user.topic, user.token()
-    if case == "another user's topic":
-        topic = other.topic
-    elif case == "bad signature":
-        token = mint_user_token("not-the-project-secret-but-32-characters-long", user.id)
-    else:
-        token = user.token(expires_in=-10)
+    topic, token = refused_join(case)
     async with node_subscriber(relay, topic, token) as client:
         status = await client.status()
         assert status["status"] == "CHANNEL_ERROR"
