@@ -212,8 +212,19 @@ begin
 end
 $$;
 
+-- Scenarios that need more generations or previews queued at once than a tier allows
+-- (the tier caps have their own suite, 02320): every tier may run `jobs` at once.
+-- Only for the test runner's own role, inside the test's transaction.
+create or replace function tests.allow_concurrent_jobs(jobs integer) returns void
+language sql
+set search_path = ''
+as $$
+  update public.tier_limits set max_concurrent_jobs = jobs
+$$;
+
 grant execute on all functions in schema tests to anon, authenticated, service_role;
 revoke execute on function tests.outcome_as(text, text) from anon, authenticated, service_role;
+revoke execute on function tests.allow_concurrent_jobs(integer) from anon, authenticated, service_role;
 
 select extensions.plan(1);
 select extensions.ok(
