@@ -146,8 +146,11 @@ begin
   return null;
 end
 $$;
+-- Not the sign-up grant: no client can be listening before its account exists (an
+-- anonymous account made permanent sees its grant as the profile's UPDATE).
 create trigger broadcast_credit_activity after insert on private.credit_ledger
-  for each row execute function private.broadcast_credit_activity();
+  for each row when (new.reason <> 'signup_grant')
+  execute function private.broadcast_credit_activity();
 
 -- Request rate limits -----------------------------------------------------------
 

@@ -109,8 +109,8 @@ select throws_ok($$
           'b0b00000-0000-4000-8000-000000000002/a11ce000-0000-4000-8000-00000000a013/reference.wav',
           'Ten or more characters.') $$,
   '22023', 'user_id must be your own user id', 'a user cannot create a voice for another user');
-select throws_ok($$ update public.voices set name = 'Renamed' $$,
-  '42501', 'permission denied for table voices', 'a user cannot update voices');
+select throws_ok($$ update public.voices set status = 'ready' $$,
+  '42501', 'permission denied for table voices', 'a user cannot update a voice''s status (only name and is_favorite, 02310)');
 with deleted as (delete from public.voices where id = 'b0b00000-0000-4000-8000-00000000b001' returning 1)
 select is(count(*)::int, 0, 'deleting another user''s voice affects no row') from deleted;
 select tests.authenticate_as_anon();
