@@ -154,6 +154,25 @@ create trigger broadcast_credit_activity after insert on private.credit_ledger
 
 -- Request rate limits -----------------------------------------------------------
 
+-- '1 minute', '10 minutes', '1 hour', '90 seconds': a window as a person reads it.
+create function private.duration_words(span interval) returns text
+language plpgsql immutable set search_path = '' as $$
+declare
+  seconds bigint := extract(epoch from span)::bigint;
+  amount bigint;
+  unit text;
+begin
+  if seconds % 3600 = 0 then
+    amount := seconds / 3600; unit := 'hour';
+  elsif seconds % 60 = 0 then
+    amount := seconds / 60; unit := 'minute';
+  else
+    amount := seconds; unit := 'second';
+  end if;
+  return amount || ' ' || unit || case when amount = 1 then '' else 's' end;
+end
+$$;
+
 -- Counts one request to start work in the current fixed window of its task type and
 -- refuses it past the limit: SQLSTATE PGRST, which PostgREST turns into HTTP 429 with
 -- the JSON error in the message and a Retry-After header. A refused insert rolls back,
@@ -182,7 +201,7 @@ begin
       message = jsonb_build_object(
         'code', 'UT429',
         'message', format('too many %s requests: the limit is %s per %s', label, rule.max_requests,
-                          rule.per_window),
+                          private.duration_words(rule.per_window)),
         'details', null,
         'hint', format('Try again in %s seconds.', retry_after))::text,
       detail = jsonb_build_object('status', 429,
