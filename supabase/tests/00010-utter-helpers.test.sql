@@ -216,10 +216,12 @@ $$;
 -- (the tier caps have their own suite, 02320): every tier may run `jobs` at once.
 -- Only for the test runner's own role, inside the test's transaction.
 create or replace function tests.allow_concurrent_jobs(jobs integer) returns void
-language sql
+language plpgsql
 set search_path = ''
 as $$
-  update public.tier_limits set max_concurrent_jobs = jobs
+begin
+  update public.tier_limits set max_concurrent_jobs = jobs;
+end
 $$;
 
 grant execute on all functions in schema tests to anon, authenticated, service_role;
