@@ -224,9 +224,21 @@ begin
 end
 $$;
 
+-- Load tests and benchmarks that start more work per user per minute than the request
+-- limits allow (the limits have their own suite, 02320).
+create or replace function tests.allow_requests(requests integer) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  update private.request_limits set max_requests = requests;
+end
+$$;
+
 grant execute on all functions in schema tests to anon, authenticated, service_role;
 revoke execute on function tests.outcome_as(text, text) from anon, authenticated, service_role;
 revoke execute on function tests.allow_concurrent_jobs(integer) from anon, authenticated, service_role;
+revoke execute on function tests.allow_requests(integer) from anon, authenticated, service_role;
 
 select extensions.plan(1);
 select extensions.ok(
