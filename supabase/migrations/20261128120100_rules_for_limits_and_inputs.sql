@@ -542,7 +542,7 @@ $$;
 create trigger generations_count_voice_use after insert on public.generations
   for each row execute function private.count_voice_use();
 
--- Realtime: the task record a client sees gains dismissed_at ----------------------
+-- Realtime: the task record a client sees gains dismissed_at, the profile its tier --------
 
 create or replace function private.broadcast_record(tbl text, row_data jsonb) returns jsonb
 language plpgsql immutable set search_path = '' as $$
@@ -556,7 +556,8 @@ begin
       'cancel_requested_at', row_data -> 'cancel_requested_at',
       'dismissed_at', row_data -> 'dismissed_at', 'created_at', row_data -> 'created_at',
       'started_at', row_data -> 'started_at', 'ended_at', row_data -> 'ended_at')
-    when 'profiles' then jsonb_build_object('id', row_data -> 'id', 'credits', row_data -> 'credits')
+    when 'profiles' then jsonb_build_object('id', row_data -> 'id', 'credits', row_data -> 'credits',
+                                            'tier', row_data -> 'tier')
     else row_data - 'user_id'  -- generations, voices, design_previews hold nothing internal
   end;
 end

@@ -23,8 +23,8 @@ select set_eq(
 select is((select count(*)::int from realtime.messages), 5, 'exactly those five messages, on no other topic');
 select is((select payload from realtime.messages where payload ->> 'table' = 'profiles'),
   '{"operation": "UPDATE", "schema": "public", "table": "profiles",
-    "record": {"id": "a11ce000-0000-4000-8000-000000000001", "credits": 99}}'::jsonb,
-  'the balance broadcast is exactly {operation, schema, table, record: {id, credits}}');
+    "record": {"id": "a11ce000-0000-4000-8000-000000000001", "credits": 99, "tier": "free"}}'::jsonb,
+  'the balance broadcast is exactly {operation, schema, table, record: {id, credits, tier}}');
 select set_eq(
   $$ select jsonb_object_keys(payload -> 'record') from realtime.messages where payload ->> 'table' = 'generations' $$,
   array['id', 'voice_id', 'voice_name', 'text', 'language', 'regenerated_from', 'status', 'audio_object_key',

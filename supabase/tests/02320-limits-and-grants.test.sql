@@ -5,7 +5,7 @@
 --   alice a11ce000-...-000000000001 (free): ready voice ...a001
 --   bob   b0b00000-...-000000000002 (paid): ready voice ...b001
 begin;
-select plan(29);
+select plan(30);
 
 select tests.create_user('limits-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('limits-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -136,6 +136,12 @@ select results_eq(
   $$ values (25, 1) $$,
   'an anonymous account made permanent gets the sign-up grant once');
 select ok(tests.credits_match_ledger(), 'every balance is still its ledger''s sum');
+
+delete from realtime.messages;
+update public.profiles set tier = 'paid' where id = 'c0000000-0000-4000-8000-0000000000c1';
+select is((select event || ' ' || (payload #>> '{record,tier}') from realtime.messages
+           where topic = 'user:c0000000-0000-4000-8000-0000000000c1'),
+  'UPDATE paid', 'a change of tier reaches the owner''s topic');
 
 select * from finish();
 rollback;
