@@ -4,7 +4,7 @@
 --   alice a11ce000-...-000000000001: ready voice ...a001
 --   bob   b0b00000-...-000000000002
 begin;
-select plan(23);
+select plan(24);
 
 select tests.create_user('activity-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('activity-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -86,6 +86,15 @@ select is((select amount from public.credit_activity order by created_at desc, i
   'a generation is charged per the rate card''s block of characters (1000 characters now cost 1)');
 select is((select count(*)::int from public.credit_activity where reason = 'refund'), 3,
   'each cancelled job was refunded once');
+select tests.clear_authentication();
+select set_config('test.broadcast', (
+  select payload -> 'record' from realtime.messages
+  where topic = 'user:a11ce000-0000-4000-8000-000000000001' and payload ->> 'table' = 'credit_activity'
+  order by (payload #>> '{record,id}')::bigint desc limit 1)::text, true);
+select tests.authenticate_as('activity-alice@utter.test');
+select is((select to_jsonb(a) from public.credit_activity a where a.id = (current_setting('test.broadcast')::jsonb ->> 'id')::bigint),
+  current_setting('test.broadcast')::jsonb,
+  'each charge is broadcast to the owner as the very row credit_activity shows');
 select tests.clear_authentication();
 select ok(tests.credits_match_ledger(), 'every balance is still its ledger''s sum');
 select ok((select bool_and(l.balance_after = (select sum(e.delta) from private.credit_ledger e
