@@ -109,7 +109,11 @@ class Admin:
 
 @pytest.fixture
 def admin(fresh_database_url: str) -> Admin:
-    return Admin(fresh_database_url)
+    admin = Admin(fresh_database_url)
+    # These suites load the listener with up to ten jobs per user at once; the tier caps
+    # and request limits that would refuse them are the database's, tested by pgTAP (02320).
+    admin.rows("select tests.allow_concurrent_jobs(10), tests.allow_requests(1000)")
+    return admin
 
 
 @pytest.fixture
