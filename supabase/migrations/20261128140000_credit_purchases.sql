@@ -467,7 +467,7 @@ declare
   obj jsonb := event #> '{data,object}';
   payment_intent text;
   purchase public.purchases;
-  outcome text;
+  applied text;
   inserted integer;
 begin
   if jsonb_typeof(event) is distinct from 'object' or event_id is null or event_id !~ '^evt_[A-Za-z0-9_]+$' then
@@ -548,21 +548,21 @@ begin
 
   if event_type like 'checkout.session.%' then
     if obj ->> 'payment_status' is distinct from 'paid' then
-      outcome := 'awaiting_payment';
+      applied := 'awaiting_payment';
     elsif private.credit_purchase(purchase, obj) then
       perform private.reconcile_purchase(purchase.id);
-      outcome := 'credited';
+      applied := 'credited';
     else
-      outcome := 'already_credited';
+      applied := 'already_credited';
     end if;
   elsif purchase.id is null then
-    outcome := 'recorded';
+    applied := 'recorded';
   else
     perform private.reconcile_purchase(purchase.id);
-    outcome := 'reconciled';
+    applied := 'reconciled';
   end if;
-  update private.stripe_events e set outcome = apply_stripe_event.outcome where e.id = event_id;
-  return jsonb_build_object('outcome', outcome, 'purchase_id', purchase.id);
+  update private.stripe_events e set outcome = applied where e.id = event_id;
+  return jsonb_build_object('outcome', applied, 'purchase_id', purchase.id);
 end
 $$;
 
