@@ -36,7 +36,7 @@ def build_app(settings: BillingSettings) -> WebhookApp:
         return True
 
     return WebhookApp(
-        signing_secret=settings.stripe_webhook_secret,
+        signing_secret=settings.stripe_webhook_secret.get_secret_value(),
         apply_event=apply_event,
         check_health=check_health,
         tolerance_seconds=settings.signature_tolerance_seconds,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devstack.settings import billing_url, local_url
@@ -20,7 +20,7 @@ class BillingSettings(BaseSettings):
         default_factory=default_database_url, alias="UTTER_BILLING_DATABASE_URL"
     )
     # The endpoint's signing secret from the Stripe dashboard (or `stripe listen`).
-    stripe_webhook_secret: str = Field(alias="STRIPE_WEBHOOK_SECRET")
+    stripe_webhook_secret: SecretStr = Field(alias="STRIPE_WEBHOOK_SECRET")
     host: str = "127.0.0.1"
     port: int = Field(default=54330, ge=0, le=65535)
     # Stripe's own default (stripe-python _webhook.py, Webhook.DEFAULT_TOLERANCE): older
@@ -34,8 +34,8 @@ class BillingSettings(BaseSettings):
 
     @field_validator("stripe_webhook_secret")
     @classmethod
-    def _looks_like_a_signing_secret(cls, value: str) -> str:
-        if not value.startswith("whsec_"):
+    def _looks_like_a_signing_secret(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("whsec_"):
             raise ValueError("must be the endpoint's signing secret, which starts with whsec_")
         return value
 
