@@ -15,8 +15,11 @@ from pydantic import SecretStr
 
 from listener.checkout import CheckoutJob
 from listener.settings import ConfigurationError, load
+from relay.server import serve
+from relay.tokens import mint_user_token
 from tests.billing.fake_stripe_api import VALID_KEY, FakeStripeApi
 from tests.listener.conftest import Admin, RunListener
+from tests.relay.support import SECRET, RawClient, relay_settings
 
 SUCCESS_URL = "https://utter.example/credits?purchase={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "https://utter.example/credits"
@@ -80,6 +83,39 @@ async def test_an_insert_leads_to_a_checkout_url_on_the_owners_topic(
     assert broadcast["checkout_url"] == session["url"]
     assert not {"user_id", "msg_id", "attempts"} & broadcast.keys()
     assert admin.value("select count(*) from pgmq.q_checkout") == 0
+
+
+async def test_the_owner_receives_the_checkout_url_over_realtime(
+    admin: Admin, run_listener: RunListener, fake_stripe: FakeStripeApi
+) -> None:
+    """The browser's path: join the private channel user:<id> on the Realtime relay,
+    insert the purchase, and wait for the update that carries the URL."""
+    user = admin.new_user()
+    async with (
+        serve(relay_settings(admin.url)) as relay,
+        run_listener(**stripe_settings(fake_stripe.url)),
+    ):
+        client = await RawClient.connect(relay)
+        try:
+            _, reply = await client.join(
+                f"user:{user.user_id}", mint_user_token(SECRET, user.user_id)
+            )
+            assert reply["payload"]["status"] == "ok", reply
+            purchase_id = user.buy()
+            record: dict[str, Any] = {}
+            while record.get("checkout_url") is None:
+                frame = await client.receive()
+                if (
+                    frame["event"] == "broadcast"
+                    and frame["payload"]["payload"]["table"] == "purchases"
+                ):
+                    record = frame["payload"]["payload"]["record"]
+        finally:
+            await client.close()
+
+    assert record["id"] == str(purchase_id)
+    assert record["status"] == "open"
+    assert record["checkout_url"] == purchase(admin, purchase_id)["checkout_url"]
 
 
 async def test_a_stripe_outage_is_retried_with_the_same_key_and_makes_one_session(
