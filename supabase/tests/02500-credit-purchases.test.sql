@@ -2,7 +2,7 @@
 -- queues one checkout message; the listener records the Checkout Session; only
 -- billing.apply_stripe_event (role utter_billing) credits, once per purchase.
 begin;
-select plan(75);
+select plan(81);
 
 -- The webhook receiver's role must be reachable with `set role` by the test runner.
 grant utter_billing to postgres;
@@ -269,6 +269,29 @@ select results_eq(
   $$ select status, reversed_credits, debt_credits from public.purchases where id = tests.purchase_of('buy-bob@utter.test', 3) $$,
   $$ values ('paid', 0, 0) $$, 'but cannot reopen the won dispute');
 select is(tests.credits('buy-bob@utter.test'), 250, 'winning gives back the 240 credits, the debt having been paid');
+
+-- Inquiries move no money; a lost dispute keeps the credits taken.
+select tests.create_user('buy-carol@utter.test', 'ca401000-0000-4000-8000-0000000b0003');
+select tests.authenticate_as('buy-carol@utter.test');
+insert into public.purchases (pack_id) values ('starter');
+insert into public.purchases (pack_id) values ('starter');
+select tests.clear_authentication();
+select tests.apply(tests.session_event('evt_carol_paid_1', tests.purchase_of('buy-carol@utter.test', 1)));
+select tests.apply(tests.session_event('evt_carol_paid_2', tests.purchase_of('buy-carol@utter.test', 2)));
+select is(tests.apply(tests.dispute_event('evt_carol_inquiry', tests.purchase_of('buy-carol@utter.test', 1),
+                                          'charge.dispute.created', 'warning_needs_response')),
+  'reconciled', 'an inquiry is applied');
+select is(tests.credits('buy-carol@utter.test'), 220, 'but takes nothing');
+select is(tests.apply(tests.dispute_event('evt_carol_lost_opened', tests.purchase_of('buy-carol@utter.test', 2),
+                                          'charge.dispute.created', 'needs_response')),
+  'reconciled', 'a dispute is opened');
+select is(tests.apply(tests.dispute_event('evt_carol_lost', tests.purchase_of('buy-carol@utter.test', 2),
+                                          'charge.dispute.closed', 'lost')),
+  'reconciled', 'and lost');
+select results_eq(
+  $$ select status, reversed_credits from public.purchases where user_id = tests.get_user_id('buy-carol@utter.test') order by msg_id $$,
+  $$ values ('paid', 0), ('disputed', 60) $$, 'a lost dispute keeps its credits taken; an inquiry takes none');
+select is(tests.credits('buy-carol@utter.test'), 160, 'carol keeps the first pack only');
 select ok(tests.credits_match_ledger(), 'every balance equals its ledger');
 
 select * from finish();
