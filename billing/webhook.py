@@ -116,7 +116,7 @@ class WebhookApp:
         ids = {"event_id": event.get("id"), "event_type": event.get("type")}
         try:
             result = await self.apply_event(event)
-        except psycopg.errors.InvalidParameterValue as exc:  # 22023: the database refused it
+        except psycopg.DataError as exc:  # SQLSTATE class 22: the database refused the event
             log.warning("refused an event: %s", exc.diag.message_primary, extra=ids)
             return 400, {"error": exc.diag.message_primary}
         except psycopg.OperationalError as exc:

@@ -114,6 +114,12 @@ class ListenerSettings(BaseSettings):
                     raise ValueError(
                         f"{name} must be an http(s) URL when STRIPE_SECRET_KEY is set (got {url!r})"
                     )
+            # A checkout job does not heartbeat: its one API call must end before its
+            # message becomes visible to another listener.
+            if self.stripe_timeout_seconds >= self.visibility_timeout_seconds:
+                raise ValueError(
+                    "UTTER_STRIPE_TIMEOUT_SECONDS must be shorter than UTTER_VISIBILITY_TIMEOUT_SECONDS"
+                )
         if self.visibility_timeout_seconds < 3:
             raise ValueError("UTTER_VISIBILITY_TIMEOUT_SECONDS must be at least 3")
 

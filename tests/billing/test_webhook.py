@@ -189,6 +189,12 @@ async def test_malformed_bodies_and_unknown_events_get_clear_4xx_and_change_noth
     assert wrong_amount.status_code == 400
     assert "charged 1 usd" in wrong_amount.json()["error"]
 
+    fractional = stripe_events.charge_refunded(purchase)
+    fractional["data"]["object"]["amount_refunded"] = 12.5  # type: ignore[index]
+    not_an_amount = await deliver(webhook, fractional)
+    assert not_an_amount.status_code == 400
+    assert "bigint" in not_an_amount.json()["error"]
+
     too_big = await deliver(webhook, json.dumps({"padding": "x" * 1_100_000}))
     assert too_big.status_code == 413
     assert (await webhook.get(WEBHOOK)).status_code == 405

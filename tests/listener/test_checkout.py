@@ -250,3 +250,13 @@ def test_checkout_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("STRIPE_SECRET_KEY", "pk_test_publishable")
     with pytest.raises(ConfigurationError, match="STRIPE_SECRET_KEY must be a secret"):
         load()
+    monkeypatch.setenv("STRIPE_SECRET_KEY", VALID_KEY)
+    monkeypatch.setenv("UTTER_CHECKOUT_SUCCESS_URL", SUCCESS_URL)
+    monkeypatch.setenv("UTTER_CHECKOUT_CANCEL_URL", CANCEL_URL)
+    monkeypatch.setenv("UTTER_STRIPE_TIMEOUT_SECONDS", "60")
+    monkeypatch.setenv("UTTER_VISIBILITY_TIMEOUT_SECONDS", "60")
+    with pytest.raises(ConfigurationError, match="UTTER_STRIPE_TIMEOUT_SECONDS must be shorter"):
+        load()
+    monkeypatch.setenv("UTTER_STRIPE_TIMEOUT_SECONDS", "20")
+    assert load().stripe_secret_key.get_secret_value() == VALID_KEY
+    assert VALID_KEY not in repr(load())
