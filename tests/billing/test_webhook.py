@@ -4,8 +4,11 @@ applied by billing.apply_stripe_event in the real database as role utter_billing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -250,3 +253,43 @@ def test_the_receiver_will_not_start_without_its_signing_secret() -> None:
         "STRIPE_WEBHOOK_SECRET: Value error, must be the endpoint's signing secret" in wrong.stderr
     )
     assert "sk_live_pasted_by_mistake" not in wrong.stderr
+
+
+async def test_the_procfile_process_serves_deliveries_and_stops_on_sigterm(admin: Admin) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "billing",
+        cwd=ROOT,
+        env=os.environ
+        | {
+            "STRIPE_WEBHOOK_SECRET": stripe_events.SIGNING_SECRET,
+            "UTTER_BILLING_DATABASE_URL": billing_url(admin.url),
+            "UTTER_BILLING_PORT": str(port),
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                assert process.returncode is None, "python -m billing stopped at start"
+                await asyncio.sleep(0.05)
+            user = admin.new_user()
+            purchase = user.buy()
+            answer = await deliver(client, stripe_events.checkout_completed(purchase, user.user_id))
+            assert answer.json() == {"outcome": "credited", "purchase_id": str(purchase)}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (server.py),
+    # so the exit status is the signal's, as for any process a supervisor stopped.
+    assert process.returncode == -signal.SIGTERM
+    assert b"Finished server process" in stderr
+    assert credits(admin, user) == 160
