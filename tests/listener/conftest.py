@@ -59,6 +59,12 @@ class Browser:
         )
         return uuid.UUID(str(rows[0]["id"]))
 
+    def buy(self, pack_id: str = "starter") -> uuid.UUID:
+        rows = self._request(
+            "insert into purchases (pack_id) values (%(p)s) returning id", {"p": pack_id}
+        )
+        return uuid.UUID(str(rows[0]["id"]))
+
     def cancel(self, task_id: uuid.UUID) -> int:
         rows = self._request(
             "update tasks set cancel_requested_at = now() where id = %(id)s returning id",
