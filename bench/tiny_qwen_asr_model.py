@@ -107,7 +107,7 @@ def build_tiny_asr_model(folder: Path, seed: int = 0) -> Path:
     saved = json.loads(tokenizer_config.read_text())
     saved["extra_special_tokens"] = AUDIO_TOKENS
     tokenizer_config.write_text(json.dumps(saved, indent=2))
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000)
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000)  # type: ignore[no-untyped-call]
     Qwen3ASRProcessor(features, tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(folder)
     return folder

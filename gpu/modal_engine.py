@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from gpu.engine import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -89,6 +89,12 @@ def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineE
     return EngineError(f"the GPU app failed ({kind}): {exc}", retryable=retryable)
 
 
+class WireJob(Protocol):
+    """What a spawn sends: a synthesis job, or a transcription job (gpu/modal_transcriber.py)."""
+
+    def to_wire(self) -> dict[str, Any]: ...
+
+
 class ModalEngine:
     name = "modal"
     can_clone = True
@@ -152,7 +158,7 @@ class ModalEngine:
         await job.on_progress(1.0)
         return audio
 
-    async def _attach_or_spawn(self, work: SynthesisJob, job: JobContext) -> Any:
+    async def _attach_or_spawn(self, work: WireJob, job: JobContext) -> Any:
         if job.resume_call_id:
             try:
                 call = self.sdk.FunctionCall.from_id(job.resume_call_id)

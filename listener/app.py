@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 
 from gpu.engine import Engine
+from gpu.transcription import Transcriber, Transcript
 from listener.database import Database
-from listener.jobs import Handlers, ReferenceNormaliser
+from listener.jobs import Handlers, ReferenceNormaliser, TranscriptRecorder
 from listener.settings import QUEUES, ListenerSettings
 from listener.storage import LocalObjectStore, ObjectStore, SupabaseObjectStore
 from listener.worker import Listener
@@ -31,11 +33,33 @@ def reference_normaliser() -> ReferenceNormaliser:
     return normalise_for_listener
 
 
+def build_transcriber(name: str) -> Transcriber | None:
+    from gpu.select import select_transcriber
+
+    return select_transcriber(name)
+
+
+def transcript_recorder(database: Database, worker_id: str) -> TranscriptRecorder:
+    async def record(task_id: str, transcript: Transcript) -> str:
+        return str(
+            await database.value(
+                "record_transcript",
+                task_id=uuid.UUID(task_id),
+                worker_id=worker_id,
+                transcript=transcript.text,
+                language=transcript.language,
+            )
+        )
+
+    return record
+
+
 def build_listener(
     settings: ListenerSettings,
     *,
     engine: Engine | None = None,
     normalise_reference: ReferenceNormaliser | None = None,
+    transcriber: Transcriber | None = None,
 ) -> Listener:
     pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
     database = Database(
@@ -48,5 +72,12 @@ def build_listener(
         store = LocalObjectStore(settings.storage_dir, database)
     engine = engine or build_engine(settings.engine)
     log.info("engine %s, storage %s", engine.name, settings.storage)
-    handlers = Handlers(engine, store, normalise_reference or reference_normaliser())
+    transcriber = transcriber or build_transcriber(settings.transcriber)
+    handlers = Handlers(
+        engine,
+        store,
+        normalise_reference or reference_normaliser(),
+        transcriber,
+        transcript_recorder(database, settings.worker_id),
+    )
     return Listener(settings, database, handlers, store)

@@ -4,16 +4,24 @@ Each handler returns the audio to store; the worker stores it and settles the ta
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gpu.engine import Audio, CloneRequest, DesignRequest, Engine, JobContext, PermanentEngineError
+from gpu.transcription import Transcriber, Transcript, TranscriptionJob
 from listener.storage import ObjectMissing, ObjectStore
+
+log = logging.getLogger("listener")
 
 # Validates and normalises an uploaded reference: bytes in, (WAV bytes, seconds) out.
 # Raises ValueError with a message fit for the user when the upload is unusable.
 ReferenceNormaliser = Callable[[bytes], tuple[bytes, float]]
+
+# Writes a clone job's machine transcript to its voice (worker.record_transcript):
+# (task id, transcript) in, the function's outcome out.
+TranscriptRecorder = Callable[[str, Transcript], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class Handlers:
     engine: Engine
     store: ObjectStore
     normalise_reference: ReferenceNormaliser
+    # None where no speech recogniser is configured: voices inserted without a
+    # transcript then wait for their owner to type one (see docs/client-contract.md).
+    transcriber: Transcriber | None = None
+    record_transcript: TranscriptRecorder | None = None
 
     async def run(self, job: Job, context: JobContext) -> Audio:
         handler: Callable[[Job, JobContext], Awaitable[Audio]] = {
@@ -95,8 +107,31 @@ class Handlers:
             wav, seconds = await asyncio.to_thread(self.normalise_reference, upload)
         except ValueError as exc:
             raise UnusableReference(str(exc)) from None
+        if job.inputs.get("reference_transcript") is None:
+            await self._transcribe_reference(job, wav, context)
         await context.on_progress(1.0)
         return Audio(wav=wav, sample_rate=_wav_rate(wav), duration_seconds=seconds)
+
+    async def _transcribe_reference(self, job: Job, wav: bytes, context: JobContext) -> None:
+        """The transcribe-first path of a voice inserted without a transcript. The
+        transcript is recorded before the job completes; a retry finds it in its inputs
+        and does not transcribe again."""
+        if self.transcriber is None or self.record_transcript is None:
+            log.info(
+                "transcription unavailable: the voice waits for a typed transcript",
+                extra={"task_id": job.task_id, "voice_id": job.inputs.get("voice_id")},
+            )
+            return
+        transcript = await self.transcriber.transcribe(
+            TranscriptionJob(audio_wav=wav, language=str(job.inputs.get("language") or "Auto")),
+            context,
+        )
+        outcome = await self.record_transcript(job.task_id, transcript.check_usable())
+        log.info(
+            "reference transcribed: %s",
+            outcome,
+            extra={"task_id": job.task_id, "language": transcript.language},
+        )
 
 
 def _wav_rate(wav: bytes) -> int:

@@ -31,6 +31,9 @@ class ListenerSettings(BaseSettings):
         default_factory=default_database_url, alias="UTTER_LISTENER_DATABASE_URL"
     )
     engine: str = "auto"
+    # The speech recogniser for clones inserted without a transcript: auto | modal |
+    # qwen-local | none (gpu/select.py, select_transcriber).
+    transcriber: str = "auto"
     worker_id: str = Field(default_factory=default_worker_id)
 
     # Per-queue concurrency: how many jobs of each kind run at once in this process.
@@ -65,6 +68,14 @@ class ListenerSettings(BaseSettings):
     @classmethod
     def _known_engine(cls, value: str) -> str:
         known = {"auto", "modal", "qwen-local", "espeak", "tone"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("transcriber")
+    @classmethod
+    def _known_transcriber(cls, value: str) -> str:
+        known = {"auto", "modal", "qwen-local", "none"}
         if value not in known:
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
