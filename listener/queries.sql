@@ -43,3 +43,7 @@ select worker.forget_object(%(bucket)s::text, %(object_key)s::text);
 
 -- name: queue_metrics
 select queue, waiting, oldest_seconds, total_sent from worker.queue_metrics();
+
+-- name: record_transcription
+select worker.record_transcription(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                   %(language)s::text, %(duration_seconds)s::real);

@@ -176,8 +176,8 @@ begin
     return 'claimed_elsewhere';
   end if;
   update public.voices v
-  set reference_transcript = transcript, transcript_source = 'asr',
-      transcript_language = nullif(btrim(language), '')
+  set reference_transcript = record_transcript.transcript, transcript_source = 'asr',
+      transcript_language = nullif(btrim(record_transcript.language), '')
   where v.id = task.voice_id and v.reference_transcript is null;
   return case when found then 'recorded' else 'already_set' end;
 end
