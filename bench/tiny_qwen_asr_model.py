@@ -99,7 +99,16 @@ def build_tiny_asr_model(folder: Path, seed: int = 0) -> Path:
         timestamp_token_id=token("<timestamp>"),
         timestamp_segment_time=80,
     )
-    Qwen3ASRForConditionalGeneration(config).save_pretrained(folder)
+    model = Qwen3ASRForConditionalGeneration(config)
+    # Random weights would mostly emit special tokens and stray UTF-8 bytes, which
+    # decode to little or nothing. Zeroing every other output row makes it speak lower
+    # case letters and spaces, so its transcripts are long enough to be used.
+    spoken = [token(character) for character in "abcdefghijklmnopqrstuvwxyzĠ"]
+    with torch.no_grad():
+        silenced = torch.ones(model.thinker.lm_head.weight.shape[0], dtype=torch.bool)
+        silenced[spoken] = False
+        model.thinker.lm_head.weight[silenced] = 0
+    model.save_pretrained(folder)
     # The audio tokens are named in tokenizer_config.json, as in the published files;
     # reloading is how a tokenizer picks them up.
     tokenizer.save_pretrained(folder)

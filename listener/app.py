@@ -9,7 +9,7 @@ import uuid
 from gpu.engine import Engine
 from gpu.transcription import Transcriber, Transcript
 from listener.database import Database
-from listener.jobs import Handlers, ReferenceNormaliser, TranscriptRecorder
+from listener.jobs import Handlers, ReferenceNormaliser
 from listener.settings import QUEUES, ListenerSettings
 from listener.storage import LocalObjectStore, ObjectStore, SupabaseObjectStore
 from listener.worker import Listener
@@ -39,19 +39,35 @@ def build_transcriber(name: str) -> Transcriber | None:
     return select_transcriber(name)
 
 
-def transcript_recorder(database: Database, worker_id: str) -> TranscriptRecorder:
-    async def record(task_id: str, transcript: Transcript) -> str:
+class DatabaseTranscripts:
+    """The listener's TranscriptRecorder: the worker functions, by name."""
+
+    def __init__(self, database: Database, worker_id: str) -> None:
+        self.database = database
+        self.worker_id = worker_id
+
+    async def for_voice(self, task_id: str, transcript: Transcript) -> str:
         return str(
-            await database.value(
+            await self.database.value(
                 "record_transcript",
                 task_id=uuid.UUID(task_id),
-                worker_id=worker_id,
+                worker_id=self.worker_id,
                 transcript=transcript.text,
                 language=transcript.language,
             )
         )
 
-    return record
+    async def for_transcription(self, task_id: str, transcript: Transcript, seconds: float) -> str:
+        return str(
+            await self.database.value(
+                "record_transcription",
+                task_id=uuid.UUID(task_id),
+                worker_id=self.worker_id,
+                transcript=transcript.text,
+                language=transcript.language,
+                duration_seconds=seconds,
+            )
+        )
 
 
 def build_listener(
@@ -78,6 +94,6 @@ def build_listener(
         store,
         normalise_reference or reference_normaliser(),
         transcriber,
-        transcript_recorder(database, settings.worker_id),
+        DatabaseTranscripts(database, settings.worker_id),
     )
     return Listener(settings, database, handlers, store)

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gpu.engine import Audio, CloneRequest, DesignRequest, Engine, JobContext, PermanentEngineError
 from gpu.transcription import Transcriber, Transcript, TranscriptionJob
@@ -19,9 +19,18 @@ log = logging.getLogger("listener")
 # Raises ValueError with a message fit for the user when the upload is unusable.
 ReferenceNormaliser = Callable[[bytes], tuple[bytes, float]]
 
-# Writes a clone job's machine transcript to its voice (worker.record_transcript):
-# (task id, transcript) in, the function's outcome out.
-TranscriptRecorder = Callable[[str, Transcript], Awaitable[str]]
+
+class TranscriptRecorder(Protocol):
+    """Writes machine transcripts through the database before their task completes;
+    each returns the worker function's outcome."""
+
+    async def for_voice(self, task_id: str, transcript: Transcript) -> str:
+        """A clone job's transcript, to its voice (worker.record_transcript)."""
+        ...
+
+    async def for_transcription(self, task_id: str, transcript: Transcript, seconds: float) -> str:
+        """A transcribe job's text (worker.record_transcription)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class UnusableReference(PermanentEngineError):
     """The uploaded recording cannot serve as a voice reference."""
 
 
+class TranscriptionUnavailable(PermanentEngineError):
+    """No speech recogniser is configured for this listener."""
+
+
 @dataclass(frozen=True)
 class Handlers:
     engine: Engine
@@ -68,14 +81,21 @@ class Handlers:
             "generate": self.generate,
             "design_preview": self.design_preview,
             "clone": self.validate_clone,
+            "transcribe": self.transcribe_recording,
         }[job.type]
         return await handler(job, context)
 
-    async def _reference(self, key: str) -> bytes:
+    async def _reference(self, key: str, what: str = "the voice's reference audio") -> bytes:
         try:
             return await self.store.get("references", key)
         except ObjectMissing as exc:
-            raise PermanentEngineError(f"the voice's reference audio is missing ({exc})") from None
+            raise PermanentEngineError(f"{what} is missing ({exc})") from None
+
+    async def _normalised(self, upload: bytes) -> tuple[bytes, float]:
+        try:
+            return await asyncio.to_thread(self.normalise_reference, upload)
+        except ValueError as exc:
+            raise UnusableReference(str(exc)) from None
 
     async def generate(self, job: Job, context: JobContext) -> Audio:
         voice = job.inputs["voice"]
@@ -103,10 +123,7 @@ class Handlers:
 
     async def validate_clone(self, job: Job, context: JobContext) -> Audio:
         upload = await self._reference(job.inputs["reference_object_key"])
-        try:
-            wav, seconds = await asyncio.to_thread(self.normalise_reference, upload)
-        except ValueError as exc:
-            raise UnusableReference(str(exc)) from None
+        wav, seconds = await self._normalised(upload)
         if job.inputs.get("reference_transcript") is None:
             await self._transcribe_reference(job, wav, context)
         await context.on_progress(1.0)
@@ -126,12 +143,33 @@ class Handlers:
             TranscriptionJob(audio_wav=wav, language=str(job.inputs.get("language") or "Auto")),
             context,
         )
-        outcome = await self.record_transcript(job.task_id, transcript.check_usable())
+        outcome = await self.record_transcript.for_voice(job.task_id, transcript.check_usable())
         log.info(
             "reference transcribed: %s",
             outcome,
             extra={"task_id": job.task_id, "language": transcript.language},
         )
+
+    async def transcribe_recording(self, job: Job, context: JobContext) -> Audio:
+        """The record-then-edit flow: validate the recording as a reference, transcribe
+        it, record the text, and store the normalised audio (where a voice with the same
+        id would keep it)."""
+        upload = await self._reference(job.inputs["audio_object_key"], "the recording")
+        wav, seconds = await self._normalised(upload)
+        if self.transcriber is None or self.record_transcript is None:
+            raise TranscriptionUnavailable(
+                "transcription is unavailable: no speech recogniser is configured; "
+                "type the transcript instead"
+            )
+        transcript = await self.transcriber.transcribe(
+            TranscriptionJob(audio_wav=wav, language=str(job.inputs.get("language") or "Auto")),
+            context,
+        )
+        await self.record_transcript.for_transcription(
+            job.task_id, transcript.check_usable(), seconds
+        )
+        await context.on_progress(1.0)
+        return Audio(wav=wav, sample_rate=_wav_rate(wav), duration_seconds=seconds)
 
 
 def _wav_rate(wav: bytes) -> int:

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devstack.settings import ROOT, local_url, worker_url
 
-QUEUES = ("generate", "design_preview", "clone", "storage_cleanup")
+QUEUES = ("generate", "design_preview", "clone", "transcribe", "storage_cleanup")
 
 
 def default_database_url() -> str:
@@ -40,6 +40,7 @@ class ListenerSettings(BaseSettings):
     concurrency_generate: PositiveInt = 2
     concurrency_design_preview: PositiveInt = 1
     concurrency_clone: PositiveInt = 2
+    concurrency_transcribe: PositiveInt = 2
     concurrency_storage_cleanup: PositiveInt = 2
 
     # A claimed message stays invisible this long; running jobs extend it every third of it.

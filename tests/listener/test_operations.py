@@ -78,7 +78,13 @@ async def test_health_and_metrics_are_served(admin: Admin, run_listener: RunList
             assert status == "HTTP/1.1 200 OK"
             assert metrics["counts"] == {"completed": 1}
             queues = {q["queue"]: q for q in metrics["queues"]}  # type: ignore[union-attr]
-            assert set(queues) == {"generate", "design_preview", "clone", "storage_cleanup"}
+            assert set(queues) == {
+                "generate",
+                "design_preview",
+                "clone",
+                "transcribe",
+                "storage_cleanup",
+            }
             assert queues["design_preview"]["total_sent"] == 1
         finally:
             server.close()
