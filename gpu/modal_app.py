@@ -52,13 +52,14 @@ PIP_PACKAGES = (
     "sox>=1.5,<1.6",
     "onnxruntime>=1.18,<1.33",
     "einops>=0.8,<0.9",
+    # The word splitters qwen-asr's forced aligner imports.
+    "nagisa==0.2.11",
+    "soynlp==0.0.493",
 )
 QWEN_TTS_PACKAGE = "qwen-tts==0.1.1"
 # Qwen3-ASR's package, also --no-deps (its metadata pulls gradio and flask, and pins
-# transformers 4.57.6; it runs on qwen-tts's 4.57.3, see docs/gpu.md), and the two
-# word splitters its forced aligner imports.
-QWEN_ASR_PACKAGES = ("qwen-asr==0.0.6",)
-ASR_PIP_PACKAGES = ("nagisa==0.2.11", "soynlp==0.0.493")
+# transformers 4.57.6; it runs on qwen-tts's 4.57.3, see docs/gpu.md).
+QWEN_ASR_PACKAGE = "qwen-asr==0.0.6"
 ASR_CLASS_NAME = "Qwen3ASR"
 ASR_METHOD_NAME = "transcribe"
 
@@ -128,8 +129,7 @@ image = (
     .apt_install(*APT_PACKAGES)
     .pip_install(*PIP_PACKAGES)
     .pip_install(QWEN_TTS_PACKAGE, extra_options="--no-deps")
-    .pip_install(*ASR_PIP_PACKAGES)
-    .pip_install(*QWEN_ASR_PACKAGES, extra_options="--no-deps")
+    .pip_install(QWEN_ASR_PACKAGE, extra_options="--no-deps")
     .env(settings.container_env())
     .add_local_python_source("gpu")
 )

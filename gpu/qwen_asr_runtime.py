@@ -83,6 +83,7 @@ class AsrRuntime:
         if self._model is None:
             raise RuntimeError("AsrRuntime.load() was not called")
         results: list[TranscriptionResult | None] = [None] * len(jobs)
+        supported = set(self._model.get_supported_languages())
         # Aligned and plain jobs are separate model calls: qwen-asr aligns all or none.
         for align in (False, True):
             indices: list[int] = []
@@ -94,6 +95,12 @@ class AsrRuntime:
                 if align and not self.can_align:
                     results[index] = TranscriptionResult.failure(
                         "word timings need the forced aligner, which is not configured",
+                        retryable=False,
+                    )
+                    continue
+                if job.language not in ("", "Auto") and job.language not in supported:
+                    results[index] = TranscriptionResult.failure(
+                        f"the recogniser does not know the language {job.language!r}",
                         retryable=False,
                     )
                     continue
