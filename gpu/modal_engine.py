@@ -41,7 +41,9 @@ DEFAULT_POLL_SECONDS = 25.0
 CANCEL_GRACE_SECONDS = 10.0
 
 
-def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineError:
+def classify_modal_error(
+    exc: BaseException, sdk: Any, app_name: str, class_name: str = CLASS_NAME
+) -> EngineError:
     """Map an exception from Modal (or from the remote code) to an EngineError that
     says whether retrying can help."""
     errors = sdk.exception
@@ -56,7 +58,7 @@ def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineE
         return PermanentEngineError("the GPU job was cancelled on Modal")
     if isinstance(exc, errors.NotFoundError):
         return EngineUnavailable(
-            f"Modal app {app_name!r} (class {CLASS_NAME}) was not found: deploy it with "
+            f"Modal app {app_name!r} (class {class_name}) was not found: deploy it with "
             f"`UTTER_MODAL_APP={app_name} modal deploy gpu/modal_app.py` ({exc})"
         )
     if isinstance(exc, errors.AuthError | errors.PermissionDeniedError):

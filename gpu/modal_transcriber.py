@@ -62,7 +62,9 @@ class ModalTranscriber:
             except (asyncio.CancelledError, EngineError):
                 raise
             except (Exception, calls.sdk.exception.InputCancellation) as exc:
-                raise classify_modal_error(exc, calls.sdk, calls.app_name) from exc
+                raise classify_modal_error(
+                    exc, calls.sdk, calls.app_name, class_name=ASR_CLASS_NAME
+                ) from exc
         transcript = TranscriptionResult.from_wire(result).unwrap()
         await context.on_progress(1.0)
         return transcript

@@ -4,7 +4,7 @@
 -- anon and forged columns are refused.
 --   alice a11ce000-...-000000000001, bob b0b00000-...-000000000002
 begin;
-select plan(31);
+select plan(33);
 
 select tests.create_user('tr-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('tr-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -126,6 +126,23 @@ select lives_ok($$ delete from public.transcriptions where id = 'a11ce000-0000-4
 select tests.clear_authentication();
 select ok((select bool_or(message -> 'keys' ? 'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a001/reference.wav')
            from pgmq.q_storage_cleanup), 'its recording is queued for removal');
+
+-- A voice made from the transcription's upload (same id and key) keeps it.
+select tests.upload_reference('tr-alice@utter.test', 'a11ce000-0000-4000-8000-00000000a003');
+select tests.authenticate_as('tr-alice@utter.test');
+insert into public.transcriptions (id, audio_object_key)
+values ('a11ce000-0000-4000-8000-00000000a003',
+        'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a003/reference.wav');
+select lives_ok($$ insert into public.voices (id, name, language, reference_object_key, reference_transcript)
+    values ('a11ce000-0000-4000-8000-00000000a003', 'From a transcription', 'English',
+            'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a003/reference.wav',
+            'The edited words of the recording.') $$,
+  'a voice is made from the transcription''s upload, with the same id and key');
+delete from public.transcriptions where id = 'a11ce000-0000-4000-8000-00000000a003';
+select tests.clear_authentication();
+select ok((select not coalesce(bool_or(message::text like '%a11ce000-0000-4000-8000-00000000a003%'), false)
+           from pgmq.q_storage_cleanup),
+  'deleting that transcription leaves the voice''s recording alone');
 
 select * from finish();
 rollback;

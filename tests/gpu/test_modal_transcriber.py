@@ -77,5 +77,5 @@ async def test_an_error_from_the_app_becomes_an_engine_error() -> None:
 
 async def test_an_app_without_the_asr_class_is_unavailable() -> None:
     transcriber = ModalTranscriber(APP, sdk=FakeModal(), poll_seconds=0.01)
-    with pytest.raises(EngineError, match="was not found: deploy it"):
+    with pytest.raises(EngineError, match=r"\(class Qwen3ASR\) was not found: deploy it"):
         await transcriber.transcribe(JOB, Recorder().job)
