@@ -75,7 +75,7 @@ begin
   new.reference_duration_seconds := null;
   new.status := 'pending';
   perform private.check_language(new.language, false);
-  -- (issue: transcription) was `is null or ... < 10`: null now means "transcribe it".
+  -- The one change: a null transcript means "transcribe the recording".
   if new.reference_transcript is not null and char_length(btrim(new.reference_transcript)) < 10 then
     perform private.invalid('reference_transcript must be at least 10 characters',
       'The transcript is what the reference recording says, word for word. Leave it out to have the recording transcribed.');

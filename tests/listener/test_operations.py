@@ -42,6 +42,13 @@ def test_bad_settings_stop_the_listener_naming_the_setting() -> None:
         in result.stderr
     )
 
+    result = listener_with(UTTER_ENGINE="tone", UTTER_TRANSCRIBER="whisper")
+    assert result.returncode == 2
+    assert (
+        "UTTER_TRANSCRIBER: Value error, must be one of auto, modal, none, qwen-local"
+        in result.stderr
+    )
+
     result = listener_with(UTTER_ENGINE="tone", UTTER_STORAGE="supabase")
     assert result.returncode == 2
     assert (
