@@ -66,6 +66,8 @@ async def main(argv: list[str]) -> int:
         await listener.handlers.engine.aclose()
         if listener.checkout is not None:
             await listener.checkout.stripe.aclose()
+        if listener.handlers.transcriber is not None:
+            await listener.handlers.transcriber.aclose()
     return 0
 
 

@@ -23,6 +23,10 @@ select worker.record_engine_call(%(task_id)s::uuid, %(worker_id)s::text, %(call_
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
+-- name: record_transcript
+select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                %(language)s::text);
+
 -- name: fail_task
 select worker.fail_task(%(task_id)s::uuid, %(worker_id)s::text, %(reason)s::text, %(retryable)s::boolean,
                         %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
@@ -52,3 +56,7 @@ select worker.record_checkout(%(purchase_id)s::uuid, %(session_id)s::text, %(url
 -- name: fail_checkout
 select worker.fail_checkout(%(purchase_id)s::uuid, %(reason)s::text, %(retryable)s::boolean,
                             %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
+
+-- name: record_transcription
+select worker.record_transcription(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                   %(language)s::text, %(duration_seconds)s::real);

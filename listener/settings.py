@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devstack.settings import ROOT, local_url, worker_url
 
-QUEUES = ("generate", "design_preview", "clone", "storage_cleanup")
+QUEUES = ("generate", "design_preview", "clone", "transcribe", "storage_cleanup")
 
 
 def default_database_url() -> str:
@@ -38,12 +38,16 @@ class ListenerSettings(BaseSettings):
         default_factory=default_database_url, alias="UTTER_LISTENER_DATABASE_URL"
     )
     engine: str = "auto"
+    # The speech recogniser for clones inserted without a transcript: auto | modal |
+    # qwen-local | none (gpu/select.py, select_transcriber).
+    transcriber: str = "auto"
     worker_id: str = Field(default_factory=default_worker_id)
 
     # Per-queue concurrency: how many jobs of each kind run at once in this process.
     concurrency_generate: PositiveInt = 2
     concurrency_design_preview: PositiveInt = 1
     concurrency_clone: PositiveInt = 2
+    concurrency_transcribe: PositiveInt = 2
     concurrency_storage_cleanup: PositiveInt = 2
     concurrency_checkout: PositiveInt = 2
 
@@ -81,6 +85,14 @@ class ListenerSettings(BaseSettings):
     @classmethod
     def _known_engine(cls, value: str) -> str:
         known = {"auto", "modal", "qwen-local", "espeak", "tone"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
+    @field_validator("transcriber")
+    @classmethod
+    def _known_transcriber(cls, value: str) -> str:
+        known = {"auto", "modal", "qwen-local", "none"}
         if value not in known:
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
