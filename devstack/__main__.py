@@ -30,8 +30,7 @@ def reset(t: Target) -> str:
         conn.execute("drop schema if exists pgmq cascade")
 
     def reapply_shim() -> None:
-        with connect_to(t) as conn:
-            platform.apply(conn)
+        platform.apply(t.url)
 
     return migrations.reset(t.url, then_before_rest=reapply_shim)
 

@@ -3,6 +3,9 @@
 PostgreSQL refuses to run as root, so when we are root the server runs as the
 `postgres` system user that Debian's package creates; the data stays inside the
 project folder either way and the system cluster is never touched.
+
+As on Supabase, the cluster's superuser is `supabase_admin` and the `postgres` role
+is not a superuser (sql/platform/cluster/roles.sql).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from devstack.settings import LOCAL_DIR, local_port
+from devstack.settings import ADMIN_ROLE, LOCAL_DIR, ROOT, local_port
 
 PG_BIN = Path(os.environ.get("UTTER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # UTTER_PG_DIR lets a second checkout (or a test) own a separate cluster.
@@ -22,6 +25,7 @@ CLUSTER_DIR = Path(os.environ.get("UTTER_PG_DIR", str(LOCAL_DIR / "postgres"))).
 DATA_DIR = CLUSTER_DIR / "data"
 SOCKET_DIR = CLUSTER_DIR / "run"
 LOG_FILE = CLUSTER_DIR / "postgres.log"
+CLUSTER_ROLES_SQL = ROOT / "sql" / "platform" / "cluster" / "roles.sql"
 
 # Supabase's database runs with logical decoding on (Realtime's Postgres Changes).
 SERVER_SETTINGS = {
@@ -95,7 +99,7 @@ def initialise() -> None:
             "--pgdata",
             str(DATA_DIR),
             "--username",
-            "postgres",
+            ADMIN_ROLE,
             "--pwfile",
             str(pwfile),
             "--auth-local",
@@ -143,6 +147,7 @@ def start() -> str:
                 f"the project cluster already runs on port {current}, not {port}; "
                 "stop it first (make db-stop)"
             )
+        ensure_cluster_roles()
         return f"reused the running cluster on 127.0.0.1:{port}"
     SOCKET_DIR.mkdir(exist_ok=True)
     _give_to_owner(SOCKET_DIR)
@@ -169,7 +174,45 @@ def start() -> str:
             + result.stderr
             + "\n".join(tail)
         )
+    ensure_cluster_roles()
     return f"started the cluster on 127.0.0.1:{port} (data in {DATA_DIR})"
+
+
+def _admin_psql(*args: str) -> subprocess.CompletedProcess[str]:
+    """psql as the bootstrap superuser over the cluster's own socket (trusted locally)."""
+    return _run_as_owner(
+        [
+            str(PG_BIN / "psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--host",
+            str(SOCKET_DIR),
+            "--port",
+            str(local_port()),
+            "--username",
+            ADMIN_ROLE,
+            "--dbname",
+            "postgres",
+            *args,
+        ]
+    )
+
+
+def ensure_cluster_roles() -> None:
+    """Refuses a cluster whose superuser is `postgres` (made before the cluster mirrored
+    Supabase's roles), then creates or demotes the cluster-wide roles."""
+    owner = _admin_psql("--tuples-only", "--command", "select rolname from pg_roles where oid = 10")
+    if owner.returncode != 0 or owner.stdout.strip() != ADMIN_ROLE:
+        raise ClusterError(
+            f"the cluster in {DATA_DIR} was initialised with a superuser other than "
+            f"{ADMIN_ROLE} (postgres must not be a superuser, as on Supabase); stop it "
+            f"(make db-stop), remove {CLUSTER_DIR} and start again"
+        )
+    result = _admin_psql("--file", str(CLUSTER_ROLES_SQL))
+    if result.returncode != 0:
+        raise ClusterError(f"could not set up the cluster's roles:\n{result.stderr}")
 
 
 def stop(mode: str = "fast") -> str:
