@@ -11,7 +11,6 @@ import hashlib
 from pathlib import Path
 
 import pgmq
-import psycopg
 
 from devstack.database import connect, is_supabase
 from devstack.settings import ROOT, admin_url
