@@ -166,11 +166,15 @@ class SupabaseObjectStore:
         return self._client.storage
 
     async def get(self, bucket: str, key: str) -> bytes:
+        from storage3.exceptions import StorageApiError
+
         storage = await self._storage()
         try:
             return bytes(await storage.from_(bucket).download(key))
-        except Exception as exc:  # storage3 raises its own StorageException
-            if "not found" in str(exc).lower():
+        except StorageApiError as exc:
+            # Only a missing object (NoSuchKey, error "not_found"); a missing bucket
+            # ("Bucket not found") is a deployment error, not a missing input.
+            if exc.code == "not_found":
                 raise ObjectMissing(f"no object at {bucket}/{key}") from exc
             raise
 
