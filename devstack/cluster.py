@@ -97,8 +97,7 @@ def initialise() -> None:
         return
     if not (PG_BIN / "initdb").exists():
         raise ClusterError(
-            f"no PostgreSQL server at {PG_BIN} (install postgresql-15, or run "
-            "scripts/bootstrap.sh)"
+            f"no PostgreSQL server at {PG_BIN} (install postgresql-15, or run scripts/bootstrap.sh)"
         )
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
     SOCKET_DIR.mkdir(exist_ok=True)

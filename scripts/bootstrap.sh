@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check espeak-ng sox ffmpeg)
+APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check pgbouncer espeak-ng sox ffmpeg)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
