@@ -15,9 +15,11 @@ from tests.listener.pgbouncer import pgbouncer
 
 
 async def test_a_transaction_pooler_is_refused(fresh_database_url: str) -> None:
-    with pgbouncer(worker_url(fresh_database_url), "transaction") as pooled:
-        with pytest.raises(ConfigurationError, match="transaction mode") as refused:
-            await preflight.check(ListenerSettings(UTTER_LISTENER_DATABASE_URL=pooled))
+    with (
+        pgbouncer(worker_url(fresh_database_url), "transaction") as pooled,
+        pytest.raises(ConfigurationError, match="transaction mode") as refused,
+    ):
+        await preflight.check(ListenerSettings(UTTER_LISTENER_DATABASE_URL=pooled))
     assert "session pooler" in str(refused.value)
 
 
