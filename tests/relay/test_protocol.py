@@ -15,8 +15,9 @@ from psycopg.types.json import Jsonb
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from devstack.settings import worker_url
 from relay.server import RelayServer
-from tests.relay.support import RawClient, anon_key, new_user, send_messages, without_id
+from tests.relay.support import WAIT_S, RawClient, anon_key, new_user, send_messages, without_id
 
 
 def http_get(relay: RelayServer, path: str) -> tuple[int, dict[str, Any]]:
@@ -286,3 +287,20 @@ async def test_rolled_back_messages_are_never_sent(
         assert without_id((await client.receive())["payload"]["payload"]) == {"n": 1}
     finally:
         await client.close()
+
+
+async def test_the_relays_notifications_name_a_message_and_reveal_nothing(
+    relay_database_url: str,
+) -> None:
+    """Any login may LISTEN on any channel: the listener's own role hears the relay's
+    channel, and learns only which message to read, not what it says."""
+    user = new_user()
+    async with await psycopg.AsyncConnection.connect(
+        worker_url(relay_database_url), autocommit=True
+    ) as eavesdropper:
+        await eavesdropper.execute("listen realtime_relay")
+        await send_messages(relay_database_url, user.topic, [("UPDATE", {"secret": "s3cr3t"})])
+        notice = await anext(eavesdropper.notifies(timeout=WAIT_S))
+    heard = json.loads(notice.payload)
+    assert set(heard) == {"id", "inserted_at"}
+    assert "s3cr3t" not in notice.payload and user.topic not in notice.payload
