@@ -28,6 +28,7 @@ def reset(t: Target) -> str:
             return migrations.reset(t.url)
         # pgmq's SQL is ours here (the shim's), so its queues go with the slate.
         conn.execute("drop schema if exists pgmq cascade")
+    platform.drop_privileged_extensions(t.url)
 
     def reapply_shim() -> None:
         platform.apply(t.url)

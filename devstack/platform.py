@@ -60,6 +60,14 @@ def maintain_realtime_partitions(database_url: str) -> None:
         admin.execute(REALTIME_PARTITIONS.read_bytes())
 
 
+def drop_privileged_extensions(database_url: str) -> None:
+    """Before the CLI's remote `db reset`, which drops extensions as `postgres`: on
+    Supabase supautils lets it drop the privileged ones; here the platform's superuser
+    does it for it. `apply` installs them again."""
+    with connect(admin_url(database_url)) as admin:
+        admin.execute("drop extension if exists plpgsql_check")
+
+
 LOCAL_WORKER_PASSWORD = "utter_worker"
 
 
