@@ -15,7 +15,9 @@ real status in the body's `statusCode`):
   `NoSuchKey` (404, error "not_found", "Object not found"), `ResourceAlreadyExists`
   (409, error "Duplicate", "The resource already exists") for an upload onto an
   existing object without `x-upsert: true`;
-- src/http/routes/object/deleteObjects.ts: `prefixes` required, at least one;
+- src/http/routes/object/deleteObjects.ts: `prefixes` required, at least one (a
+  schema validation failure: HTTP 400, code `InvalidRequest` from codes.ts
+  `ERROR_CODE_MAP`; the `error` and `message` texts here are ours, not fastify's);
   the reply lists the objects removed, nothing for keys that were not there;
 - src/storage/object.ts `deleteObjects`: rows deleted, then the files, in one
   transaction.
