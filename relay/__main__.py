@@ -34,7 +34,7 @@ from relay.watch import find_user_id, watch
 PARTITION_UPKEEP_S = 3600.0
 
 
-async def _keep_message_partitions(database_url: str) -> None:
+async def keep_message_partitions(database_url: str) -> None:
     while True:
         try:
             await asyncio.to_thread(platform.maintain_realtime_partitions, database_url)
@@ -54,7 +54,7 @@ async def _serve_until_stopped(relay_settings: settings.RelaySettings) -> None:
             f"relay listening on ws://{relay.settings.host}:{relay.port}/realtime/v1/websocket",
             flush=True,
         )
-        upkeep = asyncio.create_task(_keep_message_partitions(relay_settings.database_url))
+        upkeep = asyncio.create_task(keep_message_partitions(relay_settings.database_url))
         try:
             await stop.wait()
         finally:
