@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 
-from listener import logs
+from listener import logs, preflight
 from listener.app import build_listener
 from listener.metrics import serve_http, write_file_forever
 from listener.settings import ConfigurationError, load
@@ -35,6 +35,7 @@ async def main(argv: list[str]) -> int:
     logs.configure(str(flags.pop("log_level")))
     try:
         settings = load(**flags)
+        await preflight.check(settings)
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -89,7 +89,7 @@ def build_listener(
     if settings.storage == "supabase":
         store = SupabaseObjectStore(settings.supabase_url, settings.supabase_service_role_key)
     else:
-        store = LocalObjectStore(settings.storage_dir, database)
+        store = LocalObjectStore(settings.storage_dir, settings.local_storage_database_url())
     engine = engine or build_engine(settings.engine)
     log.info("engine %s, storage %s", engine.name, settings.storage)
     transcriber = transcriber or build_transcriber(settings.transcriber)

@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from devstack.settings import ROOT, local_url, worker_url
+from devstack.settings import ROOT, local_url, storage_admin_url, worker_url
 
 QUEUES = ("generate", "design_preview", "clone", "transcribe", "storage_cleanup")
 
@@ -75,6 +75,10 @@ class ListenerSettings(BaseSettings):
 
     storage: str = "local"  # local | supabase
     storage_dir: Path = ROOT / ".local" / "storage"
+    # Local storage only: the login the local Storage API writes `storage.objects`
+    # with (Supabase's Storage API logs in as supabase_storage_admin). Defaults to that
+    # role, with its local password, on the listener's database.
+    storage_database_url: str = ""
     supabase_url: str = ""
     supabase_service_role_key: str = ""
 
@@ -103,6 +107,9 @@ class ListenerSettings(BaseSettings):
         if value not in {"local", "supabase"}:
             raise ValueError("must be 'local' or 'supabase'")
         return value
+
+    def local_storage_database_url(self) -> str:
+        return self.storage_database_url or storage_admin_url(self.database_url)
 
     def concurrency(self, queue: str) -> int:
         return int(getattr(self, f"concurrency_{queue}"))

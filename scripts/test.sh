@@ -22,6 +22,9 @@ DATABASE_URL="$TEST_DB" $PY -m devstack lint
 echo "== pgTAP (supabase/tests)"
 PGOPTIONS='-c client_min_messages=warning' pg_prove --ext .sql --dbname "$TEST_DB" --timer supabase/tests/*.sql
 
+echo "== migrations and pgTAP on PostgreSQL 17"
+bash scripts/test-postgres17.sh
+
 echo "== pytest (tests)"
 set +e
 $PY -m pytest "$@"

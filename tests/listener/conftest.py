@@ -78,7 +78,8 @@ class Browser:
 
 
 class Admin:
-    """The test's own superuser view, for setting up and for looking under the hood."""
+    """The project's own view as `postgres` (not a superuser, as on Supabase, but it
+    bypasses RLS), for setting up and for looking under the hood."""
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -98,7 +98,7 @@ async def test_health_and_metrics_are_served(admin: Admin, run_listener: RunList
 
 
 def test_the_local_store_keeps_keys_inside_their_bucket(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path, database=None)  # type: ignore[arg-type]
+    store = LocalObjectStore(tmp_path, storage_database_url="")
     assert (
         store.path("generations", "u1/g1.wav")
         == tmp_path.resolve() / "generations" / "u1" / "g1.wav"
