@@ -7,8 +7,8 @@ import os
 import uuid
 
 from gpu.engine import Engine
-from listener.checkout import build_checkout
 from gpu.transcription import Transcriber, Transcript
+from listener.checkout import build_checkout
 from listener.database import Database
 from listener.jobs import Handlers, ReferenceNormaliser
 from listener.settings import QUEUES, ListenerSettings
