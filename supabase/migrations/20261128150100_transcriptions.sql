@@ -41,6 +41,18 @@ alter table public.tasks add constraint tasks_one_subject check (
   or (type = 'transcribe' and generation_id is null and design_preview_id is null and voice_id is null)
 );
 
+-- Transcription is free, like the clone job it serves, and rate-limited like a clone.
+alter table public.rate_card drop constraint rate_card_task_type;
+alter table public.rate_card add constraint rate_card_task_type
+  check (task_type in ('generate', 'design_preview', 'clone', 'transcribe'));
+insert into public.rate_card (task_type, credits, per_characters, description) values
+  ('transcribe', 0, null, 'transcribing a recording is free');
+alter table private.request_limits drop constraint request_limits_task_type;
+alter table private.request_limits add constraint request_limits_task_type
+  check (task_type in ('generate', 'design_preview', 'clone', 'transcribe'));
+insert into private.request_limits (task_type, max_requests, per_window) values
+  ('transcribe', 20, '1 hour');
+
 -- Inserts from the browser -----------------------------------------------------
 
 create function private.before_transcription_insert() returns trigger

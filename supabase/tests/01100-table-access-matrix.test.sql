@@ -195,12 +195,12 @@ select is_empty($$ select 1 from public.task_list where id = tests.task_for('b0b
 select is((select count(*)::int from public.credit_activity), tests.ledger_rows('matrix-alice@utter.test', 'signup_grant')
   + tests.ledger_rows('matrix-alice@utter.test', 'charge') + tests.ledger_rows('matrix-alice@utter.test', 'refund'),
   'a user''s credit activity is exactly their ledger');
-select is((select count(*)::int from public.rate_card) || '/' || (select count(*)::int from public.tier_limits), '3/2',
+select is((select count(*)::int from public.rate_card) || '/' || (select count(*)::int from public.tier_limits), '4/2',
   'a user reads the rate card and the tiers');
 select throws_ok($$ update public.rate_card set credits = 0 $$,
   '42501', 'permission denied for table rate_card', 'a user cannot change a price');
 select tests.authenticate_as_anon();
-select is((select count(*)::int from public.rate_card) || '/' || (select count(*)::int from public.tier_limits), '3/2',
+select is((select count(*)::int from public.rate_card) || '/' || (select count(*)::int from public.tier_limits), '4/2',
   'anon reads the rate card and the tiers');
 select throws_ok($$ select * from public.task_list $$,
   '42501', 'permission denied for view task_list', 'anon cannot read task lists');

@@ -13,10 +13,10 @@ select tests.make_ready_voice('activity-alice@utter.test', 'Alice', 'a11ce000-00
 -- Rate card -----------------------------------------------------------------------------------
 select tests.authenticate_as_anon();
 select results_eq($$ select task_type, credits, per_characters from public.rate_card order by task_type $$,
-  $$ values ('clone', 0, null::integer), ('design_preview', 1, null), ('generate', 1, 500) $$,
-  'anon reads the rate card: clone free, a preview 1, a generation 1 per started 500 characters');
+  $$ values ('clone', 0, null::integer), ('design_preview', 1, null), ('generate', 1, 500), ('transcribe', 0, null) $$,
+  'anon reads the rate card: clone and transcription free, a preview 1, a generation 1 per started 500 characters');
 select tests.authenticate_as('activity-bob@utter.test');
-select is((select count(*)::int from public.rate_card), 3, 'a user reads the rate card');
+select is((select count(*)::int from public.rate_card), 4, 'a user reads the rate card');
 select throws_ok($$ update public.rate_card set credits = 0 $$,
   '42501', 'permission denied for table rate_card', 'a user cannot change a price');
 select throws_ok($$ insert into public.rate_card values ('x', 0, null, 'x') $$,

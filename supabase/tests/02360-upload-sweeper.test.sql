@@ -53,9 +53,9 @@ select throws_ok($$ select private.sweep() $$, '42501', 'permission denied for s
   'anon cannot run the sweeper');
 select tests.clear_authentication();
 
--- The listener removed the object (worker.forget_object): its sweep record goes too.
-delete from storage.objects
-where name = 'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a001/reference.wav';
+-- The storage_cleanup job removed the object through the Storage API: its sweep record goes too.
+select tests.remove_object_as_storage_api('references',
+  'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a001/reference.wav');
 select is(private.sweep() ->> 'sweeps_forgotten', '1', 'the record of a removed upload is forgotten');
 select tests.upload_reference('sweep-alice@utter.test', 'a11ce000-0000-4000-8000-00000000a001');
 select tests.authenticate_as('sweep-alice@utter.test');
