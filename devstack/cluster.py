@@ -34,6 +34,9 @@ SERVER_SETTINGS = {
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %q%u@%d '",
     "timezone": "'UTC'",
+    # pg_cron runs the retention schedules; as on Supabase, its jobs live in `postgres`.
+    "shared_preload_libraries": "'pg_cron'",
+    "cron.database_name": "'postgres'",
 }
 
 
@@ -114,8 +117,24 @@ def initialise() -> None:
         raise ClusterError(f"initdb failed:\n{result.stdout}{result.stderr}")
     with (DATA_DIR / "postgresql.conf").open("a") as conf:
         conf.write("\n# utter development cluster\n")
-        for key, value in SERVER_SETTINGS.items():
-            conf.write(f"{key} = {value}\n")
+    add_missing_settings()
+
+
+def add_missing_settings() -> list[str]:
+    """Appends the SERVER_SETTINGS a cluster's configuration lacks (one made before a
+    setting was added); they take effect at the next server start."""
+    conf_path = DATA_DIR / "postgresql.conf"
+    present = {
+        line.split("=", 1)[0].strip()
+        for line in conf_path.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    missing = [key for key in SERVER_SETTINGS if key not in present]
+    if missing:
+        with conf_path.open("a") as conf:
+            for key in missing:
+                conf.write(f"{key} = {SERVER_SETTINGS[key]}\n")
+    return missing
 
 
 def is_running() -> bool:
@@ -136,6 +155,7 @@ def start() -> str:
     """Start the cluster (initialising it first); reuse it when already up."""
     initialise()
     port = local_port()
+    added = add_missing_settings()
     if is_running():
         current = running_port()
         if current != port:
@@ -143,7 +163,9 @@ def start() -> str:
                 f"the project cluster already runs on port {current}, not {port}; "
                 "stop it first (make db-stop)"
             )
-        return f"reused the running cluster on 127.0.0.1:{port}"
+        if not added:
+            return f"reused the running cluster on 127.0.0.1:{port}"
+        stop()  # new server settings (e.g. a preloaded library) need a restart
     SOCKET_DIR.mkdir(exist_ok=True)
     _give_to_owner(SOCKET_DIR)
     result = _run_as_owner(

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check espeak-ng sox ffmpeg)
+APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check postgresql-15-cron espeak-ng sox ffmpeg)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
@@ -43,7 +43,7 @@ if [ ! -f "$stamp" ]; then
   mkdir -p .local
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
          .venv/bin/python -m pip install -q -r requirements/torch-cpu.txt &&
-         .venv/bin/python -m pip install -q -e '.[dev,modal,qwen]' &&
+         .venv/bin/python -m pip install -q -e '.[dev,modal,qwen,sentry]' &&
          .venv/bin/python -m pip install -q --no-deps -r requirements/qwen-nodeps.txt &&
          strip_torchaudio_extensions; } >.local/pip-install.log 2>&1; then
     cat .local/pip-install.log >&2

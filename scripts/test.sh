@@ -22,6 +22,10 @@ DATABASE_URL="$TEST_DB" $PY -m devstack lint
 echo "== pgTAP (supabase/tests)"
 PGOPTIONS='-c client_min_messages=warning' pg_prove --ext .sql --dbname "$TEST_DB" --timer supabase/tests/*.sql
 
+echo "== pgTAP where pg_cron keeps its jobs (supabase/tests/cron, the target's own database)"
+$PY -m devstack migrate >/dev/null
+PGOPTIONS='-c client_min_messages=warning' pg_prove --ext .sql --dbname "$($PY -m devstack url)" supabase/tests/cron/*.sql
+
 echo "== pytest (tests)"
 set +e
 $PY -m pytest "$@"
