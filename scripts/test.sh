@@ -11,6 +11,10 @@ echo "== static checks"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --diff . | head -40; exit 1; }
 .venv/bin/mypy
+# What only runs elsewhere, checked offline: workflows, their security, the Dockerfile.
+.venv/bin/actionlint .github/workflows/*.yml
+.venv/bin/zizmor --offline --quiet .github/workflows
+.venv/bin/hadolint Dockerfile
 
 echo "== database"
 $PY -m devstack start
