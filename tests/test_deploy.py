@@ -233,3 +233,36 @@ def test_the_service_stops_gracefully_and_checks_health() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"UTTER_SHUTDOWN_GRACE_SECONDS={grace:g}" in dockerfile
     assert re.search(r"HEALTHCHECK .*\n.*127\.0\.0\.1:9464/healthz", dockerfile)
+
+
+def test_env_example_names_every_secret_and_production_setting() -> None:
+    text = (ROOT / ".env.example").read_text()
+    named = set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+    deploy_script = (ROOT / "scripts" / "deploy.sh").read_text()
+    required = set(re.findall(r"\b(?:SUPABASE|MODAL|UTTER)_[A-Z_]*[A-Z]\b", deploy_script))
+    assert required - named == set()
+    workflow = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    assert set(re.findall(r"^\s+([A-Z_]+): \$\{\{", workflow, re.MULTILINE)) - named == set()
+    production = {
+        f"UTTER_{name.upper()}"
+        for name in (
+            "engine",
+            "storage",
+            "supabase_url",
+            "supabase_service_role_key",
+            "metrics_port",
+            "metrics_host",
+            "sentry_dsn",
+            "environment",
+            "shutdown_grace_seconds",
+        )
+    } | {"UTTER_LISTENER_DATABASE_URL", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_ENVIRONMENT"}
+    assert production - named == set()
+    for name in production - {
+        "MODAL_TOKEN_ID",
+        "MODAL_TOKEN_SECRET",
+        "MODAL_ENVIRONMENT",
+        "UTTER_LISTENER_DATABASE_URL",
+    }:
+        field = name.removeprefix("UTTER_").lower()
+        assert field in ListenerSettings.model_fields, f"{name} is not a listener setting"
