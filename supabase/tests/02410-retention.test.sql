@@ -27,14 +27,28 @@ select throws_ok($$ select private.prune_queue_archives(interval '1 minute') $$,
   'a window under an hour is refused');
 
 -- Broadcasts -----------------------------------------------------------------------
+-- On Supabase realtime.messages is partitioned by day and the platform drops old
+-- partitions, so pruning leaves it alone; on a plain table it removes old rows.
 select tests.create_user('retention-alice@utter.test');
 select realtime.send('{"n": 1}'::jsonb, 'INSERT', 'user:' || tests.get_user_id('retention-alice@utter.test'), true);
 select realtime.send('{"n": 2}'::jsonb, 'INSERT', 'user:' || tests.get_user_id('retention-alice@utter.test'), true);
-update realtime.messages set inserted_at = inserted_at - interval '4 days' where payload ->> 'n' = '1';
-select is(private.prune_broadcasts(), 1::bigint,
-  'pruning broadcasts removes those older than three days on an unpartitioned realtime.messages');
-select results_eq($$ select (payload ->> 'n')::integer from realtime.messages where topic like 'user:%' $$,
-  $$ values (2) $$, 'the recent broadcast stays');
+create function pg_temp.broadcast_pruning() returns setof text language plpgsql as $$
+begin
+  if (select c.relkind from pg_class c where c.oid = 'realtime.messages'::regclass) = 'p' then
+    return next is(private.prune_broadcasts(), 0::bigint,
+      'a partitioned realtime.messages (Supabase) is left to the platform, which drops old partitions');
+    return next is((select count(*)::integer from realtime.messages where topic like 'user:%'), 2,
+      'and every broadcast stays');
+  else
+    update realtime.messages set inserted_at = inserted_at - interval '4 days' where payload ->> 'n' = '1';
+    return next is(private.prune_broadcasts(), 1::bigint,
+      'pruning broadcasts removes those older than three days on an unpartitioned realtime.messages');
+    return next results_eq($q$ select (payload ->> 'n')::integer from realtime.messages where topic like 'user:%' $q$,
+      $q$ values (2) $q$, 'the recent broadcast stays');
+  end if;
+end
+$$;
+select * from pg_temp.broadcast_pruning();
 select throws_ok($$ select private.prune_broadcasts(interval '1 second') $$, '22023',
   'prune_broadcasts keeps at least a minute of broadcasts, got 00:00:01',
   'a window under a minute is refused');
