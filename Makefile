@@ -33,9 +33,10 @@ db-reset: bootstrap
 db-url: bootstrap
 	@.venv/bin/python -m devstack url
 
-# make deploy ENV=staging|production [DRY_RUN=1]: docs/deploy.md
+# make deploy ENV=staging|production [DRY_RUN=1]: docs/deploy.md (make exports
+# variables given on its command line to the recipe).
 deploy:
-	bash scripts/deploy.sh $(ENV) $(if $(DRY_RUN),--dry-run)
+	bash scripts/deploy.sh "$$ENV" $${DRY_RUN:+--dry-run}
 
 # The operator's view of the database the listener settings point at.
 status: bootstrap

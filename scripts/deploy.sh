@@ -33,10 +33,7 @@ for arg in "$@"; do
     *) usage ;;
   esac
 done
-case $target in
-  staging | production) ;;
-  *) usage ;;
-esac
+[[ $target == staging || $target == production ]] || usage
 
 run() {
   if ((dry_run)); then
