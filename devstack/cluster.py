@@ -37,6 +37,9 @@ SERVER_SETTINGS = {
     # pg_cron runs the retention schedules; as on Supabase, its jobs live in `postgres`.
     "shared_preload_libraries": "'pg_cron'",
     "cron.database_name": "'postgres'",
+    # Jobs run in background workers, not through a login over TCP (which the
+    # password-only host rules here would refuse).
+    "cron.use_background_workers": "on",
 }
 
 
