@@ -92,6 +92,8 @@ async def main(argv: list[str]) -> int:
         if server is not None:
             server.close()
         await listener.handlers.engine.aclose()
+        if listener.checkout is not None:
+            await listener.checkout.stripe.aclose()
     return 0
 
 

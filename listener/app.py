@@ -6,6 +6,7 @@ import logging
 import os
 
 from gpu.engine import Engine
+from listener.checkout import build_checkout
 from listener.database import Database
 from listener.jobs import Handlers, ReferenceNormaliser
 from listener.settings import QUEUES, ListenerSettings
@@ -37,7 +38,10 @@ def build_listener(
     engine: Engine | None = None,
     normalise_reference: ReferenceNormaliser | None = None,
 ) -> Listener:
+    stripe_checkout = build_checkout(settings)
     pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
+    if stripe_checkout is not None:
+        pool_size += settings.concurrency_checkout
     database = Database(
         settings.database_url, pool_size=pool_size, retry_seconds=settings.db_retry_seconds
     )
@@ -49,4 +53,4 @@ def build_listener(
     engine = engine or build_engine(settings.engine)
     log.info("engine %s, storage %s", engine.name, settings.storage)
     handlers = Handlers(engine, store, normalise_reference or reference_normaliser())
-    return Listener(settings, database, handlers, store)
+    return Listener(settings, database, handlers, store, stripe_checkout)

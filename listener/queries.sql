@@ -43,6 +43,19 @@ select worker.forget_object(%(bucket)s::text, %(object_key)s::text);
 -- name: queue_metrics
 select queue, waiting, oldest_seconds, total_sent from worker.queue_metrics();
 
+-- name: claim_checkouts
+select msg_id, enqueued_at, claim
+from worker.claim_checkouts(%(visibility_seconds)s::integer, %(quantity)s::integer,
+                            %(max_attempts)s::integer);
+
+-- name: record_checkout
+select worker.record_checkout(%(purchase_id)s::uuid, %(session_id)s::text, %(url)s::text,
+                              %(expires_at)s::timestamptz);
+
+-- name: fail_checkout
+select worker.fail_checkout(%(purchase_id)s::uuid, %(reason)s::text, %(retryable)s::boolean,
+                            %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
+
 -- name: status_queues
 select queue, waiting, hidden, oldest_msg_id, oldest_task_id, oldest_enqueued_at,
        oldest_age_seconds, oldest_read_count

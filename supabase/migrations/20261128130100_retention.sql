@@ -20,7 +20,8 @@ begin
     raise exception using errcode = '22023',
       message = format('prune_queue_archives keeps at least an hour of archive, got %s', older_than);
   end if;
-  foreach queue in array array['generate', 'design_preview', 'clone', 'storage_cleanup'] loop
+  -- Every queue pgmq holds, this project's later ones (checkout) included.
+  for queue in select m.queue_name from pgmq.meta m loop
     execute format('delete from pgmq.%I where archived_at < now() - $1', 'a_' || queue) using older_than;
     get diagnostics removed = row_count;
     total := total + removed;
@@ -60,7 +61,10 @@ language plpgsql immutable set search_path = '' as $$
 begin
   return query values
     ('utter-prune-queue-archives'::text, '17 3 * * *'::text, 'select private.prune_queue_archives()'::text),
-    ('utter-prune-broadcasts', '7 * * * *', 'select private.prune_broadcasts()');
+    ('utter-prune-broadcasts', '7 * * * *', 'select private.prune_broadcasts()'),
+    -- Abandoned uploads and old request counters (private.sweep, from the limits
+    -- migration, which schedules it only where pg_cron was there before it).
+    ('utter-sweep', '*/15 * * * *', 'select private.sweep()');
 end
 $$;
 

@@ -14,7 +14,7 @@ select ok((select relrowsecurity from pg_class where oid = 'private.credit_ledge
 
 select set_eq(
   $$ select schemaname || '.' || tablename from pg_publication_tables where pubname = 'supabase_realtime' $$,
-  array['public.tasks', 'public.generations', 'public.voices', 'public.design_previews', 'public.profiles'],
+  array['public.tasks', 'public.generations', 'public.voices', 'public.design_previews', 'public.profiles', 'public.purchases'],
   'the app''s tables are in publication supabase_realtime');
 
 select has_table('pgmq', 'q_generate', 'queue generate exists');

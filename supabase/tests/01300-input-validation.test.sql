@@ -7,6 +7,7 @@
 --     generation ...b005
 begin;
 select plan(59);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('valid-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('valid-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');

@@ -8,6 +8,7 @@
 --   ...a020 the worker walk-through, ...a030 retries, ...a040 crashes, ...a050 fails at once
 begin;
 select plan(70);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('machine-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.make_ready_voice('machine-alice@utter.test', 'Alice', 'a11ce000-0000-4000-8000-00000000a001');

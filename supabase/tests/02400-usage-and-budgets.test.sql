@@ -127,26 +127,33 @@ select throws_ok($$ update private.usage_budgets set daily_gpu_seconds = 0 where
   '23514', null, 'a budget of zero is refused (null is how to say unlimited)');
 
 -- Storage bytes per user ------------------------------------------------------------
+-- What the user's storage policies let them read: their uploads and finished audio.
+-- Objects written by the listener with the service role have no owner; the key says whose.
 insert into storage.objects (bucket_id, name, owner, owner_id, metadata) values
-  ('generations', 'a11ce000-0000-4000-8000-000000000601/x.wav', null, null, '{"size": 1000}'),
-  ('generations', 'a11ce000-0000-4000-8000-000000000601/y.wav', null, null, '{"size": 500}'),
-  ('generations', 'b0b00000-0000-4000-8000-000000000602/z.wav', null, null, '{"size": 7}');
+  ('references', 'a11ce000-0000-4000-8000-000000000601/a11ce000-0000-4000-8000-00000000a601/normalized.wav',
+   null, null, '{"size": 1000}'),
+  ('generations', 'a11ce000-0000-4000-8000-000000000601/a11ce000-0000-4000-8000-00000000a611.wav',
+   null, null, '{"size": 500}'),
+  ('generations', 'a11ce000-0000-4000-8000-000000000601/unfinished.wav', null, null, '{"size": 9999}'),
+  ('references', 'b0b00000-0000-4000-8000-000000000602/b0b00000-0000-4000-8000-00000000b601/normalized.wav',
+   null, null, '{"size": 7}');
 select tests.authenticate_as('usage-alice@utter.test');
 select results_eq(
   $$ select bucket, objects, bytes from public.storage_usage order by bucket $$,
-  $$ values ('generations'::text, 2::bigint, 1500::bigint), ('references', 1, 0) $$,
-  'a user sees their own objects and bytes per bucket, objects written by the service included');
+  $$ values ('generations'::text, 1::bigint, 500::bigint), ('references', 2, 1000) $$,
+  'a user sees their objects and bytes per bucket: the upload, the validated voice and the finished audio');
 select is((select count(*)::integer from public.storage_usage where user_id <> 'a11ce000-0000-4000-8000-000000000601'), 0,
   'and nobody else''s');
 select tests.clear_authentication();
 select tests.authenticate_as('usage-bob@utter.test');
 select results_eq(
-  $$ select bucket, bytes from public.storage_usage where bucket = 'generations' $$,
-  $$ values ('generations'::text, 7::bigint) $$,
+  $$ select bucket, bytes from public.storage_usage $$,
+  $$ values ('references'::text, 7::bigint) $$,
   'another user sees only theirs');
 select tests.clear_authentication();
-select is((select sum(bytes)::bigint from public.storage_usage where bucket = 'generations'), 1507::bigint,
-  'the operator sees every user''s');
+select is((select sum(bytes)::bigint from public.storage_usage),
+          (select sum((metadata ->> 'size')::bigint)::bigint from storage.objects),
+  'the operator sees every user''s bytes, unfinished output included');
 
 select * from finish();
 rollback;

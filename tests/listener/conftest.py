@@ -59,6 +59,12 @@ class Browser:
         )
         return uuid.UUID(str(rows[0]["id"]))
 
+    def buy(self, pack_id: str = "starter") -> uuid.UUID:
+        rows = self._request(
+            "insert into purchases (pack_id) values (%(p)s) returning id", {"p": pack_id}
+        )
+        return uuid.UUID(str(rows[0]["id"]))
+
     def cancel(self, task_id: uuid.UUID) -> int:
         rows = self._request(
             "update tasks set cancel_requested_at = now() where id = %(id)s returning id",
@@ -109,7 +115,11 @@ class Admin:
 
 @pytest.fixture
 def admin(fresh_database_url: str) -> Admin:
-    return Admin(fresh_database_url)
+    admin = Admin(fresh_database_url)
+    # These suites load the listener with up to ten jobs per user at once; the tier caps
+    # and request limits that would refuse them are the database's, tested by pgTAP (02320).
+    admin.rows("select tests.allow_concurrent_jobs(10), tests.allow_requests(1000)")
+    return admin
 
 
 @pytest.fixture

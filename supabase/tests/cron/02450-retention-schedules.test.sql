@@ -14,13 +14,14 @@ select extensions.results_eq(
   'each retention schedule is a pg_cron job with its schedule and command');
 select extensions.results_eq(
   $$ select jobname::text collate "default", schedule from cron.job where jobname like 'utter-%' order by jobname $$,
-  $$ values ('utter-prune-broadcasts', '7 * * * *'), ('utter-prune-queue-archives', '17 3 * * *') $$,
-  'broadcasts are pruned hourly and queue archives daily at 03:17 UTC');
+  $$ values ('utter-prune-broadcasts', '7 * * * *'), ('utter-prune-queue-archives', '17 3 * * *'),
+            ('utter-sweep', '*/15 * * * *') $$,
+  'broadcasts are pruned hourly, queue archives daily at 03:17 UTC, abandoned uploads every 15 minutes');
 select extensions.ok(
   (select bool_and(active) from cron.job where jobname like 'utter-%'),
   'every retention job is active');
 select extensions.lives_ok(
-  $$ select private.prune_queue_archives(); select private.prune_broadcasts() $$,
+  $$ select private.prune_queue_archives(); select private.prune_broadcasts(); select private.sweep() $$,
   'each job''s command runs in this database');
 
 select * from extensions.finish();
