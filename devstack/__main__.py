@@ -28,10 +28,10 @@ def reset(t: Target) -> str:
             return migrations.reset(t.url)
         # pgmq's SQL is ours here (the shim's), so its queues go with the slate.
         conn.execute("drop schema if exists pgmq cascade")
+    platform.drop_privileged_extensions(t.url)
 
     def reapply_shim() -> None:
-        with connect_to(t) as conn:
-            platform.apply(conn)
+        platform.apply(t.url)
 
     return migrations.reset(t.url, then_before_rest=reapply_shim)
 

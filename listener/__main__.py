@@ -14,7 +14,7 @@ import sys
 
 import psycopg
 
-from listener import error_reporting, logs, status
+from listener import error_reporting, logs, preflight, status
 from listener.app import build_listener
 from listener.metrics import serve_http, write_file_forever
 from listener.settings import ConfigurationError, load
@@ -61,6 +61,7 @@ async def main(argv: list[str]) -> int:
     try:
         settings = load(**flags)
         error_reporting.configure(settings)
+        await preflight.check(settings)
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -94,6 +95,8 @@ async def main(argv: list[str]) -> int:
         await listener.handlers.engine.aclose()
         if listener.checkout is not None:
             await listener.checkout.stripe.aclose()
+        if listener.handlers.transcriber is not None:
+            await listener.handlers.transcriber.aclose()
     return 0
 
 

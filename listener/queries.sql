@@ -26,6 +26,10 @@ select worker.record_usage(%(task_id)s::uuid, %(engine)s::text, %(gpu_seconds)s:
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
+-- name: record_transcript
+select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                %(language)s::text);
+
 -- name: fail_task
 select worker.fail_task(%(task_id)s::uuid, %(worker_id)s::text, %(reason)s::text, %(retryable)s::boolean,
                         %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
@@ -39,6 +43,35 @@ select worker.record_object(%(bucket)s::text, %(object_key)s::text, %(size_bytes
 
 -- name: forget_object
 select worker.forget_object(%(bucket)s::text, %(object_key)s::text);
+
+-- The local Storage API's own statements (listener/storage.py), run logged in as
+-- supabase_storage_admin, as the Storage API is. Each request is one transaction
+-- scoped like supabase/storage src/internal/database/postgres/scope.ts: the caller's
+-- role and claims (the service key's: service_role, no sub) and
+-- storage.allow_delete_query on.
+-- name: storage_api_scope
+select set_config('role', 'service_role', true),
+       set_config('request.jwt.claim.role', 'service_role', true),
+       set_config('request.jwt.claims', '{"role": "service_role"}', true),
+       set_config('storage.allow_delete_query', 'true', true);
+
+-- name: storage_api_find_object
+select id from storage.objects where bucket_id = %(bucket)s::text and name = %(object_key)s::text;
+
+-- An upsert keeps the row (and its id) and replaces what describes the content.
+-- name: storage_api_upsert_object
+insert into storage.objects (bucket_id, name, owner, owner_id, metadata, version)
+values (%(bucket)s::text, %(object_key)s::text, null, null,
+        jsonb_build_object('size', %(size_bytes)s::bigint, 'mimetype', %(mimetype)s::text),
+        %(version)s::text)
+on conflict (bucket_id, name) do update
+set metadata = excluded.metadata, version = excluded.version, updated_at = now(),
+    last_accessed_at = now();
+
+-- supabase/storage src/storage/database/pg.ts (deleteObjects).
+-- name: storage_api_delete_objects
+delete from storage.objects where bucket_id = %(bucket)s::text and name = any(%(object_keys)s::text[])
+returning name;
 
 -- name: queue_metrics
 select queue, waiting, oldest_seconds, total_sent from worker.queue_metrics();
@@ -55,6 +88,10 @@ select worker.record_checkout(%(purchase_id)s::uuid, %(session_id)s::text, %(url
 -- name: fail_checkout
 select worker.fail_checkout(%(purchase_id)s::uuid, %(reason)s::text, %(retryable)s::boolean,
                             %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
+
+-- name: record_transcription
+select worker.record_transcription(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                   %(language)s::text, %(duration_seconds)s::real);
 
 -- name: status_queues
 select queue, waiting, hidden, oldest_msg_id, oldest_task_id, oldest_enqueued_at,

@@ -17,9 +17,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from devstack.settings import ROOT, local_url, worker_url
+from devstack.settings import ROOT, local_url, storage_admin_url, worker_url
 
-QUEUES = ("generate", "design_preview", "clone", "storage_cleanup")
+QUEUES = ("generate", "design_preview", "clone", "transcribe", "storage_cleanup")
 
 
 def default_database_url() -> str:
@@ -38,12 +38,16 @@ class ListenerSettings(BaseSettings):
         default_factory=default_database_url, alias="UTTER_LISTENER_DATABASE_URL"
     )
     engine: str = "auto"
+    # The speech recogniser for clones inserted without a transcript: auto | modal |
+    # qwen-local | none (gpu/select.py, select_transcriber).
+    transcriber: str = "auto"
     worker_id: str = Field(default_factory=default_worker_id)
 
     # Per-queue concurrency: how many jobs of each kind run at once in this process.
     concurrency_generate: PositiveInt = 2
     concurrency_design_preview: PositiveInt = 1
     concurrency_clone: PositiveInt = 2
+    concurrency_transcribe: PositiveInt = 2
     concurrency_storage_cleanup: PositiveInt = 2
     concurrency_checkout: PositiveInt = 2
 
@@ -71,6 +75,10 @@ class ListenerSettings(BaseSettings):
 
     storage: str = "local"  # local | supabase
     storage_dir: Path = ROOT / ".local" / "storage"
+    # Local storage only: the login the local Storage API writes `storage.objects`
+    # with (Supabase's Storage API logs in as supabase_storage_admin). Defaults to that
+    # role, with its local password, on the listener's database.
+    storage_database_url: str = ""
     supabase_url: str = ""
     supabase_service_role_key: str = ""
 
@@ -93,12 +101,23 @@ class ListenerSettings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
 
+    @field_validator("transcriber")
+    @classmethod
+    def _known_transcriber(cls, value: str) -> str:
+        known = {"auto", "modal", "qwen-local", "none"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
     @field_validator("storage")
     @classmethod
     def _known_storage(cls, value: str) -> str:
         if value not in {"local", "supabase"}:
             raise ValueError("must be 'local' or 'supabase'")
         return value
+
+    def local_storage_database_url(self) -> str:
+        return self.storage_database_url or storage_admin_url(self.database_url)
 
     def concurrency(self, queue: str) -> int:
         return int(getattr(self, f"concurrency_{queue}"))

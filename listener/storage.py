@@ -1,16 +1,28 @@
-"""Where audio lives. Production: Supabase Storage through the `supabase` client with
-the service key. The embedded default: files on disk that are also recorded in
-`storage.objects`, so the same Storage policies govern them."""
+"""Where audio lives, always behind a Storage API: objects are written and removed
+only the way Supabase's Storage API writes and removes them, row and file together.
+
+Production: Supabase Storage through the `supabase` client with the service key.
+The local default: the same API's behaviour over files on disk, with the rows in
+`storage.objects` written by the Storage API's own login (`supabase_storage_admin`)
+in transactions scoped as the Storage API scopes them; so the delete guard Supabase
+puts on `storage.objects` (supabase/storage
+migrations/tenant/0055-prevent-direct-deletes.sql) holds here as there."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from listener.database import Database
+import psycopg
+from psycopg.rows import dict_row
+
+from listener.database import QUERIES
 
 
 class ObjectStore(Protocol):
@@ -18,7 +30,11 @@ class ObjectStore(Protocol):
 
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str, owner: str
-    ) -> None: ...
+    ) -> None:
+        """Upserts. `owner` is the user the object is for; a service-key request
+        records no owner (the Storage API takes it from a user's JWT), so neither
+        adapter stores it."""
+        ...
 
     async def delete(self, bucket: str, key: str) -> None:
         """Idempotent: deleting what is not there succeeds."""
@@ -29,48 +45,101 @@ class ObjectMissing(LookupError):
     pass
 
 
+class InvalidKey(ValueError):
+    pass
+
+
+# supabase/storage src/storage/limits.ts: isValidKey (S3-safe characters only).
+_VALID_KEY = re.compile(r"[A-Za-z0-9_/!.*'() &$=@;:+,?-]+")
+
+
+def check_key(bucket: str, key: str) -> None:
+    """Our refusal of a key that would leave its bucket on disk, then the Storage
+    API's refusal of characters it does not accept (`Invalid key: <key>`)."""
+    parts = PurePosixPath(key).parts
+    if (
+        not parts
+        or key.startswith("/")
+        or ".." in parts
+        or "/" in bucket
+        or bucket in ("", "..", ".")
+    ):
+        raise InvalidKey(f"object key {key!r} leaves bucket {bucket!r}")
+    if not _VALID_KEY.fullmatch(key) or not _VALID_KEY.fullmatch(bucket):
+        raise InvalidKey(f"Invalid key: {bucket}/{key}")
+
+
 class LocalObjectStore:
-    def __init__(self, root: Path, database: Database) -> None:
+    """Files under `root/<bucket>/<key>`; rows through `storage_database_url`, the
+    Storage API's own login (devstack.settings.storage_admin_url)."""
+
+    def __init__(self, root: Path, storage_database_url: str) -> None:
         self.root = root.resolve()
-        self.database = database
+        self.storage_database_url = storage_database_url
 
     def path(self, bucket: str, key: str) -> Path:
-        parts = PurePosixPath(key).parts
-        if (
-            not parts
-            or key.startswith("/")
-            or ".." in parts
-            or "/" in bucket
-            or bucket in ("", "..", ".")
-        ):
-            raise ValueError(f"object key {key!r} leaves bucket {bucket!r}")
+        check_key(bucket, key)
         return self.root / bucket / key
+
+    @asynccontextmanager
+    async def _request(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
+        """One Storage API request: one transaction, scoped to the service role
+        (supabase/storage src/internal/database/postgres/scope.ts)."""
+        async with (
+            await psycopg.AsyncConnection.connect(
+                self.storage_database_url, connect_timeout=10
+            ) as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cursor,
+        ):
+            await cursor.execute(QUERIES["storage_api_scope"].encode())
+            yield cursor
 
     async def get(self, bucket: str, key: str) -> bytes:
         path = self.path(bucket, key)
+        # The Storage API looks the row up first: no row, no object (NoSuchKey).
+        async with self._request() as cursor:
+            await cursor.execute(
+                QUERIES["storage_api_find_object"].encode(), {"bucket": bucket, "object_key": key}
+            )
+            found = await cursor.fetchone()
+        if found is None:
+            raise ObjectMissing(f"no object at {bucket}/{key}")
         try:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
-            raise ObjectMissing(f"no object at {bucket}/{key}") from None
+            raise ObjectMissing(f"no object at {bucket}/{key} (its file is gone)") from None
 
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str, owner: str
     ) -> None:
         path = self.path(bucket, key)
+        # File first, then the row: a row never points at bytes that are not there.
         await asyncio.to_thread(_write_atomically, path, data)
-        await self.database.fetch(
-            "record_object",
-            bucket=bucket,
-            object_key=key,
-            size_bytes=len(data),
-            mimetype=content_type,
-            owner_id=uuid.UUID(owner),
-        )
+        async with self._request() as cursor:
+            await cursor.execute(
+                QUERIES["storage_api_upsert_object"].encode(),
+                {
+                    "bucket": bucket,
+                    "object_key": key,
+                    "size_bytes": len(data),
+                    "mimetype": content_type,
+                    "version": str(uuid.uuid4()),
+                },
+            )
 
     async def delete(self, bucket: str, key: str) -> None:
         path = self.path(bucket, key)
-        await asyncio.to_thread(path.unlink, missing_ok=True)
-        await self.database.fetch("forget_object", bucket=bucket, object_key=key)
+        # As the Storage API's deleteObjects (supabase/storage src/storage/object.ts):
+        # the rows are deleted and the files removed inside one transaction, so a file
+        # that cannot be removed keeps its row. Unlike it, a file without a row (a put
+        # that stopped between the two writes) is removed too: it can only be ours.
+        async with self._request() as cursor:
+            await cursor.execute(
+                QUERIES["storage_api_delete_objects"].encode(),
+                {"bucket": bucket, "object_keys": [key]},
+            )
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -97,11 +166,15 @@ class SupabaseObjectStore:
         return self._client.storage
 
     async def get(self, bucket: str, key: str) -> bytes:
+        from storage3.exceptions import StorageApiError
+
         storage = await self._storage()
         try:
             return bytes(await storage.from_(bucket).download(key))
-        except Exception as exc:  # storage3 raises its own StorageException
-            if "not found" in str(exc).lower():
+        except StorageApiError as exc:
+            # Only a missing object (NoSuchKey, error "not_found"); a missing bucket
+            # ("Bucket not found") is a deployment error, not a missing input.
+            if exc.code == "not_found":
                 raise ObjectMissing(f"no object at {bucket}/{key}") from exc
             raise
 

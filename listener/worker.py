@@ -400,7 +400,10 @@ class Listener:
             self.metrics.count("malformed", "storage_cleanup")
         else:
             for key in keys:
+                # Through the Storage API (row and file together), then the database
+                # confirms the object is gone; until it is, the message is not archived.
                 await self.store.delete(bucket, str(key))
+                await self.db.fetch("forget_object", bucket=bucket, object_key=str(key))
             self.metrics.count("objects_removed", "storage_cleanup")
         await self.db.fetch("archive_message", queue="storage_cleanup", msg_id=msg_id)
 

@@ -22,9 +22,26 @@ import sys
 import uuid
 from dataclasses import replace
 
+from devstack import platform
 from relay import logs, settings
+from relay.logs import log_event
 from relay.server import serve
 from relay.watch import find_user_id, watch
+
+# Supabase Realtime keeps `realtime.messages` partitions for the days around today;
+# the stand-in does the same upkeep, so a long-running local stack keeps storing
+# broadcasts (docs/platform.md).
+PARTITION_UPKEEP_S = 3600.0
+
+
+async def keep_message_partitions(database_url: str) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(platform.maintain_realtime_partitions, database_url)
+            log_event("partitions_maintained")
+        except Exception as exc:  # upkeep failing must not stop the relay; it says why
+            log_event("partitions_upkeep_failed", logging.WARNING, error=str(exc))
+        await asyncio.sleep(PARTITION_UPKEEP_S)
 
 
 async def _serve_until_stopped(relay_settings: settings.RelaySettings) -> None:
@@ -37,7 +54,11 @@ async def _serve_until_stopped(relay_settings: settings.RelaySettings) -> None:
             f"relay listening on ws://{relay.settings.host}:{relay.port}/realtime/v1/websocket",
             flush=True,
         )
-        await stop.wait()
+        upkeep = asyncio.create_task(keep_message_partitions(relay_settings.database_url))
+        try:
+            await stop.wait()
+        finally:
+            upkeep.cancel()
 
 
 async def _watch(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ NOTIFY_CHANNEL = "realtime_relay"
 _MAX_REMEMBERED_IDS = 200_000
 
 _COLUMNS = "id::text, topic, event, payload, inserted_at"
-_BY_ID = f"select {_COLUMNS} from realtime.messages where id = %s"
+_BY_KEY = f"select {_COLUMNS} from realtime.messages where id = %s and inserted_at = %s"
 _SINCE = f"""
 select {_COLUMNS} from realtime.messages
 where private is true and extension = 'broadcast' and inserted_at >= %s
@@ -157,25 +157,18 @@ class MessageFeed:
         log_event("caught_up", since=since.isoformat(), rows=len(rows), delivered=delivered)
 
     async def _on_notify(self, text: str) -> None:
+        # The notification names the row only (any login may LISTEN); the row is read
+        # here, with the relay's own privileges.
         notice = json.loads(text)
-        if notice.get("truncated"):
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(_BY_ID, (notice["id"],))
-                row = await cursor.fetchone()
-            if row is None:
-                log_event("message_vanished", id=notice["id"])
-                return
-            message = _from_row(row)
-        else:
-            message = _from_row(
-                (
-                    notice["id"],
-                    notice.get("topic"),
-                    notice.get("event"),
-                    notice.get("payload"),
-                    datetime.fromisoformat(notice["inserted_at"]),
-                )
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _BY_KEY, (notice["id"], datetime.fromisoformat(notice["inserted_at"]))
             )
+            row = await cursor.fetchone()
+        if row is None:
+            log_event("message_vanished", id=notice["id"])
+            return
+        message = _from_row(row)
         if message is not None:
             self._publish(message)
 

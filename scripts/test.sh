@@ -30,6 +30,9 @@ echo "== pgTAP where pg_cron keeps its jobs (supabase/tests/cron, the target's o
 $PY -m devstack migrate >/dev/null
 PGOPTIONS='-c client_min_messages=warning' pg_prove --ext .sql --dbname "$($PY -m devstack url)" supabase/tests/cron/*.sql
 
+echo "== migrations and pgTAP on PostgreSQL 17"
+bash scripts/test-postgres17.sh
+
 echo "== pytest (tests)"
 set +e
 $PY -m pytest "$@"

@@ -103,10 +103,26 @@ def test_shim_is_skipped_on_supabase(spare_cluster: dict[str, str]) -> None:
     assert devstack("start", env=spare_cluster).returncode == 0
     url = f"postgresql://postgres:postgres@127.0.0.1:{spare_cluster['UTTER_DB_PORT']}/postgres"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("create role supabase_admin")
-        assert platform.apply(conn) == "Supabase database: platform shim not needed"
+        # What only the Storage API leaves behind: its own migrations table.
+        conn.execute("create schema storage")
+        conn.execute("create table storage.migrations (id integer primary key, name text)")
+    assert platform.apply(url) == "Supabase database: platform shim not needed"
+    with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("select to_regnamespace('auth') is null").fetchone()
         assert row == (True,)
+
+
+def test_the_cluster_superuser_is_not_postgres(spare_cluster: dict[str, str]) -> None:
+    assert devstack("start", env=spare_cluster).returncode == 0
+    url = f"postgresql://postgres:postgres@127.0.0.1:{spare_cluster['UTTER_DB_PORT']}/postgres"
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "select rolsuper, rolcreaterole, rolbypassrls, (select rolname from pg_roles where oid = 10) "
+            "from pg_roles where rolname = current_user"
+        ).fetchone()
+        assert row == (False, True, True, "supabase_admin")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("create extension file_fdw")
 
 
 def test_shim_files_are_not_migrations() -> None:

@@ -1,6 +1,10 @@
--- The parts of GoTrue's `auth` schema that migrations and policies use.
-create schema if not exists auth;
+-- The parts of GoTrue's `auth` schema that migrations and policies use, owned by
+-- `supabase_auth_admin` as on Supabase (supabase/postgres
+-- migrations/db/init-scripts/00000000000001-auth-schema.sql), with `postgres` granted
+-- everything in it (10000000000000_demote-postgres.sql).
+create schema if not exists auth authorization supabase_auth_admin;
 grant usage on schema auth to anon, authenticated, service_role;
+grant all on schema auth to postgres;
 
 create table if not exists auth.users (
   instance_id uuid,
@@ -62,3 +66,11 @@ $$;
 
 grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt()
   to anon, authenticated, service_role;
+
+alter table auth.users owner to supabase_auth_admin;
+alter function auth.uid() owner to supabase_auth_admin;
+alter function auth.role() owner to supabase_auth_admin;
+alter function auth.email() owner to supabase_auth_admin;
+alter function auth.jwt() owner to supabase_auth_admin;
+grant all on all tables in schema auth to postgres;
+grant all on all routines in schema auth to postgres;

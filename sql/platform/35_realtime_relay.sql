@@ -6,27 +6,21 @@
 --
 -- NOTIFY is delivered at commit, in commit order, and never for a rolled-back
 -- insert, so the relay sees exactly the committed messages in the order they became
--- visible. A notification carries at most 8000 bytes: a message that does not fit
--- goes as its key alone and the relay reads the row.
+-- visible. Any session of any login may LISTEN on any channel, so a notification
+-- carries only the message's key: the relay reads the row itself, with its own
+-- privileges, and a database login that may not read realtime.messages learns nothing.
 create or replace function realtime.notify_relay() returns trigger
 language plpgsql
 set search_path = ''
 as $$
-declare
-  notice text := json_build_object(
-    'id', new.id, 'topic', new.topic, 'event', new.event,
-    'inserted_at', new.inserted_at, 'payload', new.payload
-  )::text;
 begin
-  if octet_length(notice) > 7900 then
-    notice := json_build_object(
-      'id', new.id, 'topic', new.topic, 'inserted_at', new.inserted_at, 'truncated', true
-    )::text;
-  end if;
-  perform pg_notify('realtime_relay', notice);
+  perform pg_notify(
+    'realtime_relay', json_build_object('id', new.id, 'inserted_at', new.inserted_at)::text
+  );
   return null;
 end
 $$;
+alter function realtime.notify_relay() owner to supabase_realtime_admin;
 
 -- Only what Supabase relays to private channels: broadcasts written for a private topic.
 create or replace trigger relay_notify

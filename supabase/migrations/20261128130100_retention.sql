@@ -73,13 +73,16 @@ declare
   job record;
 begin
   if not exists (select 1 from pg_extension where extname = 'pg_cron') then
-    if not exists (select 1 from pg_available_extensions where name = 'pg_cron')
-       or current_setting('cron.database_name', true) is distinct from current_database() then
-      raise notice 'pg_cron is not available in database %: retention is not scheduled here',
-        current_database();
+    -- Where Supabase's dashboard puts it. Refused outside cron.database_name, where
+    -- the server does not preload it, or where `postgres` may not create it (a setting
+    -- only a superuser may read, so the attempt is the test).
+    begin
+      create extension pg_cron with schema pg_catalog;
+    exception when others then
+      raise notice 'pg_cron is not available in database % (%): retention is not scheduled here',
+        current_database(), sqlerrm;
       return;
-    end if;
-    create extension pg_cron with schema pg_catalog;  -- where Supabase's dashboard puts it
+    end;
   end if;
   for job in select * from private.retention_schedules() loop
     perform cron.schedule(job.job_name, job.schedule, job.command);

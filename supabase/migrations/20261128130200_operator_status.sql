@@ -4,7 +4,8 @@
 
 -- Per queue: messages waiting (visible now), hidden (claimed, or delayed for a retry),
 -- and the oldest waiting message with the task (or, for checkout, the purchase) it
--- names. pgmq.q_checkout comes with a later migration; PL/pgSQL resolves it per call.
+-- names. pgmq.q_checkout and q_transcribe come with later migrations; PL/pgSQL
+-- resolves them per call.
 create function worker.status_queues()
 returns table (queue text, waiting bigint, hidden bigint, oldest_msg_id bigint,
                oldest_task_id text, oldest_enqueued_at timestamptz, oldest_age_seconds integer,
@@ -21,6 +22,8 @@ begin
       union all
       select 'storage_cleanup', m.msg_id, m.vt, m.enqueued_at, m.read_ct, m.message from pgmq.q_storage_cleanup m
       union all
+      select 'transcribe', m.msg_id, m.vt, m.enqueued_at, m.read_ct, m.message from pgmq.q_transcribe m
+      union all
       select 'checkout', m.msg_id, m.vt, m.enqueued_at, m.read_ct, m.message from pgmq.q_checkout m
     ),
     oldest as (
@@ -33,7 +36,7 @@ begin
     select q.name, count(m.msg_id) filter (where m.vt <= clock_timestamp()), count(m.msg_id) filter (where m.vt > clock_timestamp()),
            o.msg_id, o.task_id, o.enqueued_at,
            extract(epoch from now() - o.enqueued_at)::integer, o.read_ct
-    from unnest(array['generate', 'design_preview', 'clone', 'storage_cleanup', 'checkout']) with ordinality q(name, position)
+    from unnest(array['generate', 'design_preview', 'clone', 'transcribe', 'storage_cleanup', 'checkout']) with ordinality q(name, position)
     left join messages m on m.queue = q.name
     left join oldest o on o.queue = q.name
     group by q.name, q.position, o.msg_id, o.task_id, o.enqueued_at, o.read_ct

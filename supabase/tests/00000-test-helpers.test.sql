@@ -67,7 +67,7 @@ begin
 end
 $$;
 
--- Back to the session's own role (the test runner's superuser).
+-- Back to the session's own role (the test runner's, `postgres`).
 create or replace function tests.clear_authentication() returns void
 language plpgsql
 set search_path = ''

@@ -1,4 +1,9 @@
 -- Helpers for Utter's own suites, installed once and kept (no rollback) like 00000.
+
+-- The suites act as the listener (`set role utter_worker`). `postgres` is not a
+-- superuser on Supabase, and since PostgreSQL 15 creating a role does not make its
+-- creator a member; a project grants the membership itself, as here.
+grant utter_worker to postgres;
 -- They stand in for what is not a user's insert: Supabase Storage accepting an upload,
 -- the listener claiming and finishing a task, a balance spent earlier. They run as
 -- their owner (security definer) so a test can call them while acting as a user.
@@ -29,6 +34,23 @@ security definer
 set search_path = ''
 as $$
   select tests.get_user_id(email) || '/' || voice_id || '/reference.' || extension
+$$;
+
+-- The Storage API removing an object: its transaction says so with
+-- `storage.allow_delete_query`, which lets the delete past the guard Supabase puts on
+-- storage.objects (supabase/storage src/internal/database/postgres/scope.ts and
+-- migrations/tenant/0055-prevent-direct-deletes.sql).
+create or replace function tests.remove_object_as_storage_api(bucket text, object_key text)
+returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform set_config('storage.allow_delete_query', 'true', true);
+  delete from storage.objects o where o.bucket_id = bucket and o.name = object_key;
+  perform set_config('storage.allow_delete_query', 'false', true);
+end
 $$;
 
 -- The newest task of a generation, design preview or voice.

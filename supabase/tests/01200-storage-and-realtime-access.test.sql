@@ -71,8 +71,9 @@ with moved as (
   where bucket_id = 'references' returning 1
 )
 select is(count(*)::int, 0, 'a user cannot move or overwrite stored objects') from moved;
-with deleted as (delete from storage.objects returning 1)
-select is(count(*)::int, 0, 'a user cannot delete stored objects (deletes go through the rows)') from deleted;
+select throws_ok($$ delete from storage.objects $$, '42501',
+  'Direct deletion from storage tables is not allowed. Use the Storage API instead.',
+  'a user cannot delete stored objects (only the Storage API removes them; deletes go through the rows)');
 
 select tests.authenticate_as_anon();
 select is_empty($$ select 1 from storage.objects $$, 'anon reads no stored object');

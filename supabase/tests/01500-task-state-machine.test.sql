@@ -7,7 +7,7 @@
 --   ...a010 pending, ...a011 completed, ...a012 failed, ...a013 cancelled,
 --   ...a020 the worker walk-through, ...a030 retries, ...a040 crashes, ...a050 fails at once
 begin;
-select plan(70);
+select plan(72);
 select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('machine-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
@@ -273,16 +273,21 @@ select is(current_setting('test.read'), tests.task_for('a11ce000-0000-4000-8000-
 select is((select read_ct || '/' || (vt > now()) from pgmq.q_generate q
            where q.message ->> 'task_id' = current_setting('test.read')),
   '1/true', 'reading hides the message for the visibility timeout');
-select is(current_setting('test.metrics'), 'clone,design_preview,generate,storage_cleanup',
-  'queue_metrics reports exactly Utter''s four queues');
+select is(current_setting('test.metrics'), 'clone,design_preview,generate,storage_cleanup,transcribe',
+  'queue_metrics reports exactly Utter''s five queues');
 select is((select owner::text || '/' || (metadata ->> 'size') from storage.objects
            where bucket_id = 'generations' and name = 'a11ce000-0000-4000-8000-000000000001/x.wav'),
   'a11ce000-0000-4000-8000-000000000001/1024', 'record_object records a stored object for its owner');
-set local role utter_worker;
-select worker.forget_object('generations', 'a11ce000-0000-4000-8000-000000000001/x.wav');
-reset role;
+select is(tests.outcome_as('utter_worker',
+    $$ select worker.forget_object('generations', 'a11ce000-0000-4000-8000-000000000001/x.wav') $$),
+  '55000: storage object generations/a11ce000-0000-4000-8000-000000000001/x.wav is still stored',
+  'forget_object refuses while the object is still stored (removal goes through the Storage API)');
+select tests.remove_object_as_storage_api('generations', 'a11ce000-0000-4000-8000-000000000001/x.wav');
+select is(tests.outcome_as('utter_worker',
+    $$ select worker.forget_object('generations', 'a11ce000-0000-4000-8000-000000000001/x.wav') $$),
+  'ok', 'forget_object confirms an object the Storage API removed');
 select is_empty($$ select 1 from storage.objects where name = 'a11ce000-0000-4000-8000-000000000001/x.wav' $$,
-  'forget_object removes it');
+  'the removed object is gone');
 
 select ok(tests.credits_match_ledger(), 'every balance equals its ledger after the walk-through');
 

@@ -19,8 +19,8 @@ where msg_id = (select msg_id from public.tasks where generation_id = 'a11ce000-
 
 select results_eq(
   $$ select queue, waiting, hidden from worker.status_queues() $$,
-  $$ values ('generate'::text, 3::bigint, 0::bigint), ('design_preview', 1, 0), ('clone', 0, 0), ('storage_cleanup', 0, 0),
-            ('checkout', 0, 0) $$,
+  $$ values ('generate'::text, 3::bigint, 0::bigint), ('design_preview', 1, 0), ('clone', 0, 0), ('transcribe', 0, 0),
+            ('storage_cleanup', 0, 0), ('checkout', 0, 0) $$,
   'every queue is listed, in a fixed order, with its waiting messages');
 select results_eq(
   $$ select oldest_task_id::uuid, oldest_age_seconds between 89 and 120 from worker.status_queues() where queue = 'generate' $$,

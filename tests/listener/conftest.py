@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from devstack.acting import user_request
 from devstack.settings import worker_url
 from gpu.engine import Engine
+from gpu.transcription import Transcriber
 from listener.app import build_listener
 from listener.settings import ListenerSettings
 from listener.worker import Listener
@@ -77,7 +78,8 @@ class Browser:
 
 
 class Admin:
-    """The test's own superuser view, for setting up and for looking under the hood."""
+    """The project's own view as `postgres` (not a superuser, as on Supabase, but it
+    bypasses RLS), for setting up and for looking under the hood."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -127,6 +129,8 @@ def listener_settings(fresh_database_url: str, tmp_path: Path) -> ListenerSettin
     return ListenerSettings(
         UTTER_LISTENER_DATABASE_URL=worker_url(fresh_database_url),
         engine="tone",
+        # No recogniser unless a test brings one: the machine's environment decides nothing.
+        transcriber="none",
         storage_dir=tmp_path / "storage",
         visibility_timeout_seconds=6,
         poll_interval_seconds=1.0,
@@ -144,9 +148,13 @@ RunListener = Callable[..., Any]
 @pytest.fixture
 def run_listener(listener_settings: ListenerSettings) -> RunListener:
     @asynccontextmanager
-    async def running(engine: Engine | None = None, **overrides: Any) -> AsyncIterator[Listener]:
+    async def running(
+        engine: Engine | None = None, transcriber: Transcriber | None = None, **overrides: Any
+    ) -> AsyncIterator[Listener]:
         settings = listener_settings.model_copy(update=overrides)
-        listener = build_listener(settings, engine=engine or ScriptedEngine())
+        listener = build_listener(
+            settings, engine=engine or ScriptedEngine(), transcriber=transcriber
+        )
         task = asyncio.create_task(listener.run())
         try:
             await _until(lambda: listener.metrics.listening or task.done(), 10)

@@ -45,6 +45,13 @@ def test_bad_settings_stop_the_listener_naming_the_setting() -> None:
         in result.stderr
     )
 
+    result = listener_with(UTTER_ENGINE="tone", UTTER_TRANSCRIBER="whisper")
+    assert result.returncode == 2
+    assert (
+        "UTTER_TRANSCRIBER: Value error, must be one of auto, modal, none, qwen-local"
+        in result.stderr
+    )
+
     result = listener_with(UTTER_ENGINE="tone", UTTER_STORAGE="supabase")
     assert result.returncode == 2
     assert (
@@ -139,7 +146,7 @@ async def test_retries_are_counted_by_type(admin: Admin, run_listener: RunListen
 
 
 def test_the_local_store_keeps_keys_inside_their_bucket(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path, database=None)  # type: ignore[arg-type]
+    store = LocalObjectStore(tmp_path, storage_database_url="")
     assert (
         store.path("generations", "u1/g1.wav")
         == tmp_path.resolve() / "generations" / "u1" / "g1.wav"

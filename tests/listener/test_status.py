@@ -53,7 +53,14 @@ def test_status_shows_queues_work_failures_and_spend(admin: Admin) -> None:
 
     report = json.loads(status(admin.url, "--json").stdout)
     queues = {q["queue"]: q for q in report["queues"]}
-    assert set(queues) == {"generate", "design_preview", "clone", "storage_cleanup", "checkout"}
+    assert set(queues) == {
+        "generate",
+        "design_preview",
+        "clone",
+        "transcribe",
+        "storage_cleanup",
+        "checkout",
+    }
     assert queues["generate"]["oldest_msg_id"] is None
     oldest_waiting = admin.task_of("design_preview_id", second)
     assert queues["design_preview"]["oldest_task_id"] == str(oldest_waiting["id"])

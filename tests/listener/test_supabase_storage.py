@@ -3,10 +3,14 @@ client with the service key), against a named fake of the Storage HTTP API."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from storage3.exceptions import StorageApiError
 
 from listener.storage import ObjectMissing, SupabaseObjectStore
 from relay.tokens import mint
+from supabase import acreate_client
 from tests.listener.fake_supabase_storage import fake_supabase_storage
 
 SERVICE_KEY = mint(
@@ -34,3 +38,27 @@ async def test_put_get_and_delete_go_through_the_storage_api() -> None:
     method, path, headers = storage.requests[0]
     assert (method, path) == ("POST", "/storage/v1/object/generations/u1/g1.wav")
     assert headers.get("Authorization") == f"Bearer {SERVICE_KEY}"
+
+
+async def test_the_storage_apis_refusals_reach_the_caller() -> None:
+    with fake_supabase_storage() as (url, storage):
+        store = SupabaseObjectStore(url, SERVICE_KEY)
+        with pytest.raises(StorageApiError, match=re.escape("Invalid key: u1/caf\u00e9.wav")):
+            await store.put(
+                "generations", "u1/caf\u00e9.wav", b"RIFF", content_type="audio/wav", owner="u1"
+            )
+        with pytest.raises(StorageApiError, match="Bucket not found") as missing_bucket:
+            await store.get("no-such-bucket", "u1/g1.wav")
+        assert not isinstance(missing_bucket.value, ObjectMissing)
+        assert storage.objects == {}
+
+
+async def test_an_upload_without_upsert_onto_an_object_is_refused() -> None:
+    """The adapter always upserts; what the Storage API does without it."""
+    with fake_supabase_storage() as (url, _):
+        client = await acreate_client(url, SERVICE_KEY)
+        bucket = client.storage.from_("generations")
+        await bucket.upload("u1/g1.wav", b"RIFF-one", {"content-type": "audio/wav"})
+        with pytest.raises(StorageApiError, match="The resource already exists") as duplicate:
+            await bucket.upload("u1/g1.wav", b"RIFF-two", {"content-type": "audio/wav"})
+        assert (duplicate.value.status, duplicate.value.code) == ("409", "Duplicate")

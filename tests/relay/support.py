@@ -63,6 +63,14 @@ def anon_key() -> str:
     return mint_anon_key(SECRET)
 
 
+def without_id(payload: dict[str, Any]) -> dict[str, Any]:
+    """A broadcast's payload less the top-level "id" that `realtime.send` adds when the
+    payload has none (Supabase Realtime migration
+    20251103001201_broadcast_send_include_payload_id)."""
+    assert "id" in payload, f"realtime.send adds an id: {payload}"
+    return {key: value for key, value in payload.items() if key != "id"}
+
+
 async def send_messages(
     database_url: str,
     topic: str,

@@ -15,8 +15,9 @@ from psycopg.types.json import Jsonb
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from devstack.settings import worker_url
 from relay.server import RelayServer
-from tests.relay.support import RawClient, anon_key, new_user, send_messages
+from tests.relay.support import WAIT_S, RawClient, anon_key, new_user, send_messages, without_id
 
 
 def http_get(relay: RelayServer, path: str) -> tuple[int, dict[str, Any]]:
@@ -261,7 +262,7 @@ async def test_only_private_broadcasts_of_the_topic_arrive(
             [("INSERT", {"n": 1}), ("UPDATE", big), ("DELETE", {"n": 3})],
         )
         received = [(await client.receive())["payload"] for _ in range(3)]
-        assert [(p["event"], p["payload"]) for p in received] == [
+        assert [(p["event"], without_id(p["payload"])) for p in received] == [
             ("INSERT", {"n": 1}),
             ("UPDATE", big),
             ("DELETE", {"n": 3}),
@@ -283,6 +284,23 @@ async def test_rolled_back_messages_are_never_sent(
             )
             await conn.rollback()
         await send_messages(relay_database_url, user.topic, [("INSERT", {"n": 1})])
-        assert (await client.receive())["payload"]["payload"] == {"n": 1}
+        assert without_id((await client.receive())["payload"]["payload"]) == {"n": 1}
     finally:
         await client.close()
+
+
+async def test_the_relays_notifications_name_a_message_and_reveal_nothing(
+    relay_database_url: str,
+) -> None:
+    """Any login may LISTEN on any channel: the listener's own role hears the relay's
+    channel, and learns only which message to read, not what it says."""
+    user = new_user()
+    async with await psycopg.AsyncConnection.connect(
+        worker_url(relay_database_url), autocommit=True
+    ) as eavesdropper:
+        await eavesdropper.execute("listen realtime_relay")
+        await send_messages(relay_database_url, user.topic, [("UPDATE", {"secret": "s3cr3t"})])
+        notice = await anext(eavesdropper.notifies(timeout=WAIT_S))
+    heard = json.loads(notice.payload)
+    assert set(heard) == {"id", "inserted_at"}
+    assert "s3cr3t" not in notice.payload and user.topic not in notice.payload

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from relay.server import RelayServer
-from tests.relay.support import REFUSALS, WAIT_S, anon_key, new_user, refused_join, send_messages
+from tests.relay.support import (
+    REFUSALS,
+    WAIT_S,
+    anon_key,
+    new_user,
+    refused_join,
+    send_messages,
+    without_id,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "subscriber.mjs"
@@ -50,7 +58,7 @@ class NodeSubscriber:
 
     def broadcasts(self) -> list[tuple[str, Any]]:
         return [
-            (e["message"]["event"], e["message"]["payload"])
+            (e["message"]["event"], without_id(e["message"]["payload"]))
             for e in self.events
             if e["kind"] == "broadcast"
         ]
