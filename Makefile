@@ -1,6 +1,6 @@
 # The two commands most people need: `make demo` and `make test`. Both set up what
 # they need on first use (Debian packages, .venv, node_modules).
-.PHONY: demo test bench lint db-start db-stop db-status db-reset db-url bootstrap
+.PHONY: demo test bench lint db-start db-stop db-status db-reset db-url bootstrap deploy status
 
 demo: bootstrap
 	.venv/bin/python -m demo
@@ -32,3 +32,12 @@ db-reset: bootstrap
 
 db-url: bootstrap
 	@.venv/bin/python -m devstack url
+
+# make deploy ENV=staging|production [DRY_RUN=1]: docs/deploy.md (make exports
+# variables given on its command line to the recipe).
+deploy:
+	bash scripts/deploy.sh "$$ENV" $${DRY_RUN:+--dry-run}
+
+# The operator's view of the database the listener settings point at.
+status: bootstrap
+	.venv/bin/python -m listener status

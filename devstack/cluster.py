@@ -42,6 +42,20 @@ SERVER_SETTINGS = {
     "log_line_prefix": "'%m [%p] %q%u@%d '",
     "timezone": "'UTC'",
 }
+# pg_cron runs the retention schedules; as on Supabase, its jobs live in `postgres`.
+# Jobs run in background workers, not through a login over TCP (which the
+# password-only host rules here would refuse). Only where the server has the library
+# (Debian's postgresql-15-cron; not the PostgreSQL 17 test server).
+CRON_SETTINGS = {
+    "shared_preload_libraries": "'pg_cron'",
+    "cron.database_name": "'postgres'",
+    "cron.use_background_workers": "on",
+}
+
+
+def wanted_settings() -> dict[str, str]:
+    has_cron = (PG_BIN.parent / "lib" / "pg_cron.so").exists()
+    return SERVER_SETTINGS | (CRON_SETTINGS if has_cron else {})
 
 
 class ClusterError(RuntimeError):
@@ -130,8 +144,25 @@ def initialise() -> None:
         raise ClusterError(f"initdb failed:\n{result.stdout}{result.stderr}")
     with (DATA_DIR / "postgresql.conf").open("a") as conf:
         conf.write("\n# utter development cluster\n")
-        for key, value in SERVER_SETTINGS.items():
-            conf.write(f"{key} = {value}\n")
+    add_missing_settings()
+
+
+def add_missing_settings() -> list[str]:
+    """Appends the wanted settings a cluster's configuration lacks (one made before a
+    setting was added); they take effect at the next server start."""
+    conf_path = DATA_DIR / "postgresql.conf"
+    present = {
+        line.split("=", 1)[0].strip()
+        for line in conf_path.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    wanted = wanted_settings()
+    missing = [key for key in wanted if key not in present]
+    if missing:
+        with conf_path.open("a") as conf:
+            for key in missing:
+                conf.write(f"{key} = {wanted[key]}\n")
+    return missing
 
 
 def is_running() -> bool:
@@ -152,6 +183,7 @@ def start() -> str:
     """Start the cluster (initialising it first); reuse it when already up."""
     initialise()
     port = local_port()
+    added = add_missing_settings()
     if is_running():
         current = running_port()
         if current != port:
@@ -160,7 +192,9 @@ def start() -> str:
                 "stop it first (make db-stop)"
             )
         ensure_cluster_roles()
-        return f"reused the running cluster on 127.0.0.1:{port}"
+        if not added:
+            return f"reused the running cluster on 127.0.0.1:{port}"
+        stop()  # new server settings (e.g. a preloaded library) need a restart
     SOCKET_DIR.mkdir(exist_ok=True)
     _give_to_owner(SOCKET_DIR)
     result = _run_as_owner(

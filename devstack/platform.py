@@ -66,6 +66,7 @@ def drop_privileged_extensions(database_url: str) -> None:
     does it for it. `apply` installs them again."""
     with connect(admin_url(database_url)) as admin:
         admin.execute("drop extension if exists plpgsql_check")
+        admin.execute("drop extension if exists pg_cron")
 
 
 LOCAL_WORKER_PASSWORD = "utter_worker"

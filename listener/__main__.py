@@ -1,4 +1,5 @@
 """`python -m listener`: run one listener until SIGTERM or SIGINT.
+`python -m listener status`: print the operator's view of the deployment and exit.
 
 Every setting is an environment variable (UTTER_*, see README); the flags below
 override the most common ones. Several listeners may run against one database."""
@@ -11,7 +12,9 @@ import contextlib
 import signal
 import sys
 
-from listener import logs, preflight
+import psycopg
+
+from listener import error_reporting, logs, preflight, status
 from listener.app import build_listener
 from listener.metrics import serve_http, write_file_forever
 from listener.settings import ConfigurationError, load
@@ -30,11 +33,34 @@ def parse_flags(argv: list[str]) -> dict[str, object]:
     return vars(parser.parse_args(argv))
 
 
+async def print_status(argv: list[str]) -> int:
+    flags = status.parse_flags(argv)
+    try:
+        settings = load()
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        report = await status.gather(
+            settings.database_url,
+            failure_window_minutes=flags.failures_minutes,
+            top_users=flags.top_users,
+        )
+    except psycopg.Error as exc:
+        print(f"cannot read the status from the database: {exc}", file=sys.stderr)
+        return 1
+    print(report.as_json() if flags.json else status.render(report))
+    return 0
+
+
 async def main(argv: list[str]) -> int:
+    if argv[:1] == ["status"]:
+        return await print_status(argv[1:])
     flags = parse_flags(argv)
     logs.configure(str(flags.pop("log_level")))
     try:
         settings = load(**flags)
+        error_reporting.configure(settings)
         await preflight.check(settings)
     except ConfigurationError as exc:
         print(exc, file=sys.stderr)
@@ -54,7 +80,9 @@ async def main(argv: list[str]) -> int:
             asyncio.create_task(write_file_forever(settings.metrics_file, listener.metrics, depths))
         )
     if settings.metrics_port is not None:
-        server = await serve_http(settings.metrics_port, listener.metrics, depths)
+        server = await serve_http(
+            settings.metrics_port, listener.metrics, depths, host=settings.metrics_host
+        )
     try:
         await listener.run()
     finally:

@@ -195,11 +195,11 @@ class CheckoutConsumer:
                         claim["outcome"],
                         extra={"msg_id": row["msg_id"], "claim": claim},
                     )
-                    self.metrics.count(f"checkout_{claim['outcome']}")
+                    self.metrics.count(f"checkout_{claim['outcome']}", "checkout")
                     continue
                 task = asyncio.create_task(self._create(CheckoutJob.from_claim(claim["job"])))
                 self.in_flight.add(task)
-                self.metrics.in_flight += 1
+                self.metrics.job_started("checkout")
                 task.add_done_callback(functools.partial(self._finished, slot_freed=slot_freed))
             if len(rows) < wanted:
                 with contextlib.suppress(TimeoutError):
@@ -208,7 +208,7 @@ class CheckoutConsumer:
 
     def _finished(self, task: asyncio.Task[None], *, slot_freed: asyncio.Event) -> None:
         self.in_flight.discard(task)
-        self.metrics.in_flight -= 1
+        self.metrics.job_finished("checkout")
         slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("checkout job crashed", exc_info=task.exception())
@@ -237,7 +237,7 @@ class CheckoutConsumer:
             log.exception("recording the checkout failed", extra=ids)
             await self._fail(job, f"could not record the checkout: {exc!r}", True, ids)
             return
-        self.metrics.count(f"checkout_{outcome}")
+        self.metrics.count(f"checkout_{outcome}", "checkout")
         log.info("checkout %s", outcome, extra=ids | {"session_id": session.id})
 
     async def _fail(
@@ -254,7 +254,7 @@ class CheckoutConsumer:
         )
         if outcome == "retrying":
             asyncio.get_running_loop().call_later(delay, self.wake.set)
-        self.metrics.count(f"checkout_{outcome}")
+        self.metrics.count(f"checkout_{outcome}", "checkout")
         log.warning(
             "checkout failed: %s",
             reason,

@@ -20,6 +20,9 @@ select worker.heartbeat(%(task_id)s::uuid, %(worker_id)s::text, %(progress)s::re
 -- name: record_engine_call
 select worker.record_engine_call(%(task_id)s::uuid, %(worker_id)s::text, %(call_id)s::text);
 
+-- name: record_usage
+select worker.record_usage(%(task_id)s::uuid, %(engine)s::text, %(gpu_seconds)s::numeric);
+
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
@@ -89,3 +92,20 @@ select worker.fail_checkout(%(purchase_id)s::uuid, %(reason)s::text, %(retryable
 -- name: record_transcription
 select worker.record_transcription(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
                                    %(language)s::text, %(duration_seconds)s::real);
+
+-- name: status_queues
+select queue, waiting, hidden, oldest_msg_id, oldest_task_id, oldest_enqueued_at,
+       oldest_age_seconds, oldest_read_count
+from worker.status_queues();
+
+-- name: status_in_flight
+select worker_id, running, by_type, oldest_started_at, last_heartbeat_at
+from worker.status_in_flight();
+
+-- name: status_failures
+select type, reason, failures, last_failed_at
+from worker.status_failures(make_interval(mins => %(minutes)s::integer));
+
+-- name: status_spend
+select scope, user_id, used_gpu_seconds, budget_gpu_seconds, tasks
+from worker.status_spend(%(top_users)s::integer);

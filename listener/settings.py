@@ -84,6 +84,14 @@ class ListenerSettings(BaseSettings):
 
     metrics_file: Path | None = None
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # 0.0.0.0 where a scraper or a container's health check reaches in from outside.
+    metrics_host: str = "127.0.0.1"
+
+    # Errors (log records at ERROR and above, and crashes) go to Sentry when set;
+    # needs the `sentry` extra (sentry-sdk).
+    sentry_dsn: str = ""
+    # Names the deployment in error reports: development, staging, production.
+    environment: str = "development"
 
     @field_validator("engine")
     @classmethod

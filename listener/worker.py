@@ -63,7 +63,7 @@ class Listener:
         self.db = database
         self.handlers = handlers
         self.store = store
-        self.metrics = Metrics()
+        self.metrics = Metrics(engine=handlers.engine.name)
         self.stopping = asyncio.Event()
         self.wake = {queue: asyncio.Event() for queue in QUEUES}
         self.in_flight: dict[str, set[asyncio.Task[None]]] = {queue: set() for queue in QUEUES}
@@ -158,7 +158,7 @@ class Listener:
             for job in jobs:
                 task = asyncio.create_task(job)
                 self.in_flight[queue].add(task)
-                self.metrics.in_flight += 1
+                self.metrics.job_started(queue)
                 task.add_done_callback(
                     functools.partial(self._finished, queue, slot_freed=slot_freed)
                 )
@@ -173,15 +173,15 @@ class Listener:
         ids = {"queue": queue, "msg_id": row["msg_id"], "claim": claim}
         if outcome in ("malformed", "wrong_queue"):
             log.error("message dead-lettered: %s", outcome, extra=ids)
-            self.metrics.count("malformed")
+            self.metrics.count("malformed", queue)
         else:
             log.info("nothing to run: %s", outcome, extra=ids)
-            self.metrics.count(f"claim_{outcome}")
+            self.metrics.count(f"claim_{outcome}", queue)
         return False
 
     def _finished(self, queue: str, task: asyncio.Task[None], *, slot_freed: asyncio.Event) -> None:
         self.in_flight[queue].discard(task)
-        self.metrics.in_flight -= 1
+        self.metrics.job_finished(queue)
         slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job crashed", exc_info=task.exception())
@@ -205,7 +205,7 @@ class Listener:
 
     async def _execute(self, queue: str, row: dict[str, Any]) -> None:
         job = Job.from_description(row["claim"]["job"])
-        self.metrics.pickup_ms.append((time.time() - row["enqueued_at"].timestamp()) * 1000)
+        self.metrics.picked_up(job.type, time.time() - row["enqueued_at"].timestamp())
         ids = {"queue": queue, "msg_id": row["msg_id"], "task_id": job.task_id}
         running = RunningJob(queue, int(row["msg_id"]))
         self.running[job.task_id] = running
@@ -315,6 +315,13 @@ class Listener:
             content_type="audio/wav",
             owner=job.user_id,
         )
+        # Engine time is spent whatever complete_task answers, so it is recorded first.
+        await self.db.fetch(
+            "record_usage",
+            task_id=uuid.UUID(job.task_id),
+            engine=self.handlers.engine.name,
+            gpu_seconds=round(seconds, 3),
+        )
         outcome = await self.db.value(
             "complete_task",
             task_id=uuid.UUID(job.task_id),
@@ -329,10 +336,10 @@ class Listener:
         if outcome in ("cancelled", "failed", "missing"):
             # Ended while the audio was being made: keep no orphan behind.
             await self.store.delete(job.output_bucket, job.output_key)
-            self.metrics.count(f"discarded_{outcome}")
+            self.metrics.count(f"discarded_{outcome}", job.type)
         else:
-            self.metrics.count("completed")
-            self.metrics.run_seconds.append(seconds)
+            self.metrics.count("completed", job.type)
+            self.metrics.completed(job.type, seconds)
         log.info("job %s", outcome, extra=ids | {"seconds": round(seconds, 3)})
 
     async def _fail(self, job: Job, reason: str, retryable: bool, ids: dict[str, Any]) -> None:
@@ -347,10 +354,10 @@ class Listener:
             max_attempts=self.settings.max_attempts,
         )
         if outcome == "retrying":
-            self.metrics.count("retried")
+            self.metrics.count("retried", job.type)
             asyncio.get_running_loop().call_later(delay, self.wake[job.type].set)
         else:
-            self.metrics.count(outcome)
+            self.metrics.count(outcome, job.type)
         log.warning(
             "job failed: %s", reason, extra=ids | {"outcome": outcome, "retry_in": round(delay, 1)}
         )
@@ -362,14 +369,14 @@ class Listener:
             outcome = await self.db.value(
                 "release_task", task_id=uuid.UUID(job.task_id), worker_id=self.settings.worker_id
             )
-            self.metrics.count("released")
+            self.metrics.count("released", job.type)
         elif reason == "lost":
             outcome = "left to the listener that holds it now"
         else:
             # The task already ended (cancelled, deleted, failed elsewhere).
             await self.db.fetch("archive_message", queue=running.queue, msg_id=running.msg_id)
             outcome = "archived"
-            self.metrics.count("cancelled")
+            self.metrics.count("cancelled", job.type)
         log.info("job stopped (%s): %s", reason, outcome, extra=ids)
 
     def _backoff(self, attempt: int) -> float:
@@ -390,14 +397,14 @@ class Listener:
             log.error(
                 "malformed cleanup message dead-lettered", extra={"msg_id": msg_id, "body": body}
             )
-            self.metrics.count("malformed")
+            self.metrics.count("malformed", "storage_cleanup")
         else:
             for key in keys:
                 # Through the Storage API (row and file together), then the database
                 # confirms the object is gone; until it is, the message is not archived.
                 await self.store.delete(bucket, str(key))
                 await self.db.fetch("forget_object", bucket=bucket, object_key=str(key))
-            self.metrics.count("objects_removed")
+            self.metrics.count("objects_removed", "storage_cleanup")
         await self.db.fetch("archive_message", queue="storage_cleanup", msg_id=msg_id)
 
 

@@ -74,7 +74,7 @@ if [ ! -f "$stamp" ]; then
   mkdir -p .local
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
          .venv/bin/python -m pip install -q -r requirements/torch-cpu.txt &&
-         .venv/bin/python -m pip install -q -e '.[dev,modal,qwen]' &&
+         .venv/bin/python -m pip install -q -e '.[dev,modal,qwen,sentry]' &&
          .venv/bin/python -m pip install -q --no-deps -r requirements/qwen-nodeps.txt &&
          strip_torchaudio_extensions; } >.local/pip-install.log 2>&1; then
     cat .local/pip-install.log >&2

@@ -128,3 +128,20 @@ def test_the_cluster_superuser_is_not_postgres(spare_cluster: dict[str, str]) ->
 def test_shim_files_are_not_migrations() -> None:
     shim = {Path(p).name for p in platform.shim_files()}
     assert shim and not shim & {p.name for p in migrations.MIGRATIONS_DIR.glob("*.sql")}
+
+
+def test_a_cluster_made_before_a_setting_existed_gets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devstack import cluster
+
+    conf = tmp_path / "postgresql.conf"
+    conf.write_text("# max_connections = 100\nmax_connections = 300\ntimezone = 'UTC'\n")
+    monkeypatch.setattr(cluster, "DATA_DIR", tmp_path)
+    added = cluster.add_missing_settings()
+    assert "max_connections" not in added and "timezone" not in added
+    assert {"shared_preload_libraries", "cron.database_name"} <= set(added)
+    text = conf.read_text()
+    assert text.count("max_connections = 300") == 1
+    assert "shared_preload_libraries = 'pg_cron'" in text
+    assert cluster.add_missing_settings() == [], "a second start adds nothing"

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.settings import ROOT
+from gpu.engine import RetryableEngineError
 from listener.metrics import serve_http
 from listener.storage import LocalObjectStore
 from tests.listener.conftest import Admin, RunListener
+from tests.listener.scripted_engine import ScriptedEngine, fail_times
 
 
 def listener_with(**env: str) -> subprocess.CompletedProcess[str]:
@@ -57,14 +60,26 @@ def test_bad_settings_stop_the_listener_naming_the_setting() -> None:
     )
 
 
-async def http_get(port: int, path: str) -> tuple[str, dict[str, object]]:
+async def http_get(port: int, path: str) -> tuple[str, dict[str, str], str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await writer.drain()
     raw = await reader.read()
     writer.close()
     head, _, body = raw.decode().partition("\r\n\r\n")
-    return head.splitlines()[0], json.loads(body)
+    status, *header_lines = head.splitlines()
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return status, headers, body
+
+
+def samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, parsed by prometheus_client's own
+    parser (which refuses malformed text), keyed by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
 
 
 async def test_health_and_metrics_are_served(admin: Admin, run_listener: RunListener) -> None:
@@ -79,22 +94,55 @@ async def test_health_and_metrics_are_served(admin: Admin, run_listener: RunList
         server = await serve_http(0, listener.metrics, depths)
         port = server.sockets[0].getsockname()[1]
         try:
-            status, health = await http_get(port, "/healthz")
-            assert (status, health) == ("HTTP/1.1 200 OK", {"ok": True})
-            status, metrics = await http_get(port, "/metrics")
-            assert status == "HTTP/1.1 200 OK"
-            assert metrics["counts"] == {"completed": 1}
-            queues = {q["queue"]: q for q in metrics["queues"]}  # type: ignore[union-attr]
-            assert set(queues) == {
-                "generate",
-                "design_preview",
-                "clone",
-                "transcribe",
-                "storage_cleanup",
-            }
-            assert queues["design_preview"]["total_sent"] == 1
+            status, _, health = await http_get(port, "/healthz")
+            assert (status, json.loads(health)) == ("HTTP/1.1 200 OK", {"ok": True})
+            status, headers, exposition = await http_get(port, "/metrics")
         finally:
             server.close()
+
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["Content-Type"].startswith("text/plain; version=")
+    found = samples(exposition)
+    engine = listener.handlers.engine.name
+
+    def value(name: str, **labels: str) -> float:
+        return found[(name, frozenset(labels.items()))]
+
+    assert value("utter_listener_listening") == 1
+    assert value("utter_job_outcomes_total", type="design_preview", outcome="completed") >= 1
+    assert value("utter_job_duration_seconds_count", type="design_preview", engine=engine) >= 1
+    assert value("utter_job_pickup_seconds_count", type="design_preview", engine=engine) >= 1
+    assert value("utter_gpu_seconds_total", type="design_preview", engine=engine) > 0
+    queues = {"generate", "design_preview", "clone", "storage_cleanup"}
+    for queue in queues:
+        assert ("utter_queue_messages", frozenset({("queue", queue)})) in found
+        assert ("utter_queue_oldest_message_age_seconds", frozenset({("queue", queue)})) in found
+    assert value("utter_jobs_in_flight", queue="design_preview") in (0, 1)
+    # What the listener recorded for the budgets is what it exported.
+    recorded = admin.value("select sum(gpu_seconds)::float from private.task_usage")
+    assert recorded == pytest.approx(
+        value("utter_gpu_seconds_total", type="design_preview", engine=engine), abs=0.01
+    )
+    assert admin.value("select engine from private.task_usage limit 1") == engine
+
+
+async def test_retries_are_counted_by_type(admin: Admin, run_listener: RunListener) -> None:
+    user = admin.new_user()
+    engine = ScriptedEngine(fail_times(1, RetryableEngineError("GPU busy")))
+    async with run_listener(engine=engine) as listener:
+        user.design_preview()
+        await admin.wait_until("select count(*) = 1 from tasks where status = 'completed'")
+    found = samples(listener.metrics.prometheus_text().decode())
+    assert found[("utter_job_retries_total", frozenset({("type", "design_preview")}))] == 1
+    assert (
+        found[
+            (
+                "utter_job_outcomes_total",
+                frozenset({("type", "design_preview"), ("outcome", "retried")}),
+            )
+        ]
+        == 1
+    )
 
 
 def test_the_local_store_keeps_keys_inside_their_bucket(tmp_path: Path) -> None:
