@@ -482,9 +482,10 @@ begin
   new.status := 'pending';
   perform private.check_language(new.language, false);
   new.reference_transcript := private.clean_text(new.reference_transcript);
-  if new.reference_transcript is null or char_length(new.reference_transcript) < 10 then
+  -- A null transcript means "transcribe the recording"; a blank one is refused.
+  if new.reference_transcript is not null and char_length(new.reference_transcript) < 10 then
     perform private.invalid('reference_transcript must be at least 10 characters',
-      'The transcript is what the reference recording says, word for word.');
+      'The transcript is what the reference recording says, word for word. Leave it out to have the recording transcribed.');
   end if;
   expected_prefix := new.user_id || '/' || new.id || '/reference.';
   if new.reference_object_key is null
