@@ -10,6 +10,17 @@
 -- 4. Every worker function that names a queue checks it against the worker's queues,
 --    and every number a worker passes in must be finite.
 
+-- Where each claimed task's attempts store their output, kept apart from the subject
+-- so that it survives the subject's deletion (which detaches the task): a late result
+-- for a deleted subject still knows which object to remove.
+create table private.task_outputs (
+  task_id uuid primary key references public.tasks (id) on delete cascade,
+  bucket text not null,
+  object_key text not null
+);
+alter table private.task_outputs enable row level security;
+revoke all on private.task_outputs from public, anon, authenticated, service_role;
+
 -- The queues a worker may touch. One place, used by every worker function that takes
 -- a queue name (read_messages, archive_message, claim_task, claim_next).
 create function private.check_worker_queue(queue text) returns void
@@ -129,6 +140,9 @@ begin
     perform pgmq.archive(queue, msg_id);
     return jsonb_build_object('outcome', 'ended', 'status', 'failed');
   end if;
+  insert into private.task_outputs (task_id, bucket, object_key)
+  values (task.id, job #>> '{output,bucket}', job #>> '{output,key}')
+  on conflict on constraint task_outputs_pkey do nothing;
   return jsonb_build_object('outcome', 'claimed', 'reattached', reattached, 'job', job);
 end
 $$;
@@ -245,7 +259,9 @@ begin
     return 'missing';
   end if;
   if task.status in ('completed', 'failed', 'cancelled') then
-    output := private.output_object(task);
+    select jsonb_build_object('bucket', o.bucket, 'key', o.object_key) into output
+    from private.task_outputs o where o.task_id = task.id;
+    output := coalesce(output, private.output_object(task));
     if not private.output_is_live(task, output ->> 'key') then
       perform private.remove_objects(output ->> 'bucket', array[output ->> 'key']);
     end if;
@@ -309,7 +325,12 @@ begin
     raise exception using errcode = '22023',
       message = format('%s must be a JSON number, got %s', label, candidate);
   end if;
-  number := (candidate #>> '{}')::double precision;
+  begin
+    number := (candidate #>> '{}')::double precision;
+  exception when numeric_value_out_of_range then
+    raise exception using errcode = '22023',
+      message = format('%s must be a finite number; it is out of range', label);
+  end;
   perform private.check_finite(label, number);
   return number;
 end
