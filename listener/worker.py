@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from gpu.engine import Audio, EngineError, EngineTimeout, JobContext
 from listener.database import Database, jsonb, notifications
 from listener.jobs import Handlers, Job
@@ -147,9 +149,17 @@ class Listener:
     def _claimed(self, queue: str, row: dict[str, Any]) -> bool:
         claim = row["claim"]
         outcome = claim["outcome"]
-        if outcome == "claimed":
-            return True
         ids = {"queue": queue, "msg_id": row["msg_id"], "claim": claim}
+        if outcome == "claimed":
+            task_id = str(claim["job"]["task_id"])
+            if task_id not in self.running:
+                return True
+            # Our claim lapsed (e.g. the database was unreachable for longer than the
+            # visibility timeout) and we read the message again: the run in progress
+            # holds the task again, its heartbeats carry on, and nothing starts twice.
+            log.info("already running here: claim re-attached", extra=ids)
+            self.metrics.count("claim_reattached")
+            return False
         if outcome in ("malformed", "wrong_queue"):
             log.error("message dead-lettered: %s", outcome, extra=ids)
             self.metrics.count("malformed")
@@ -184,12 +194,21 @@ class Listener:
         job = Job.from_description(row["claim"]["job"])
         self.metrics.pickup_ms.append((time.time() - row["enqueued_at"].timestamp()) * 1000)
         ids = {"queue": queue, "msg_id": row["msg_id"], "task_id": job.task_id}
+        if job.task_id in self.running:  # claimed twice in one batch: one run only
+            log.info("already running here", extra=ids)
+            return
         running = RunningJob(queue, int(row["msg_id"]))
         self.running[job.task_id] = running
         try:
             await self._run(job, running, ids)
+        except psycopg.OperationalError as exc:
+            # The database stayed out of reach past the retry deadline while settling:
+            # the task is still claimed, and comes back after its visibility timeout.
+            log.warning("could not settle: %s", exc, extra=ids)
+            self.metrics.count("unsettled")
         finally:
-            del self.running[job.task_id]
+            if self.running.get(job.task_id) is running:
+                del self.running[job.task_id]
 
     async def _run(self, job: Job, running: RunningJob, ids: dict[str, Any]) -> None:
         if self.stopping.is_set():
@@ -241,6 +260,7 @@ class Listener:
             resume_call_id=job.resume_call_id,
             on_call_started=call_started,
             on_progress=progress,
+            keep_remote_work=lambda: running.stop_reason in ("shutdown", "lost"),
         )
         running.engine_task = asyncio.create_task(self.handlers.run(job, context))
         done, _ = await asyncio.wait(
@@ -303,9 +323,15 @@ class Listener:
                 }
             ),
         )
-        if outcome in ("cancelled", "failed", "missing"):
-            # Ended while the audio was being made: keep no orphan behind.
+        if outcome == "missing":
+            # The task row itself is gone, and with it the database's record of this
+            # output: only this process knows the object exists.
             await self.store.delete(job.output_bucket, job.output_key)
+            self.metrics.count("discarded_missing")
+        elif outcome in ("cancelled", "failed", "already_completed", "not_running"):
+            # Ended (or handed on) while the audio was being made. complete_task queued
+            # the object's removal itself unless it is a live subject's audio, in the
+            # same transaction as this answer, so a crash from here on keeps nothing.
             self.metrics.count(f"discarded_{outcome}")
         else:
             self.metrics.count("completed")
