@@ -16,13 +16,14 @@ containers import the same values:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import modal
 
-from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.jobs import CallControl, SynthesisJob, SynthesisResult
 from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL, QwenRuntime, RuntimeSettings
 
 WEIGHTS_DIR = "/weights"
@@ -108,6 +109,8 @@ image = (
     .add_local_python_source("gpu")
 )
 weights_volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
+# Per-request start marks and cancellation flags (gpu/jobs.py CallControl).
+control = modal.Dict.from_name(CallControl.dict_name(settings.app_name), create_if_missing=True)
 app = modal.App(settings.app_name, image=image)
 
 
@@ -160,19 +163,37 @@ class Qwen3TTS:
 
     # Requests that arrive together (any mix of voices, languages, clone and design)
     # become one call here; the runtime turns compatible chunks into batched model calls.
+    # A request is never cancelled through Modal (that would end the whole batch): its
+    # caller sets a flag that is checked between chunk batches, dropping that request.
     @modal.batched(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms)
     def synthesize(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        parsed: list[SynthesisJob | None] = []
-        for job in jobs:
-            try:
-                parsed.append(SynthesisJob.from_wire(job))
-            except ValueError:
-                parsed.append(None)
-        runnable = [job for job in parsed if job is not None]
-        results = iter(self.runtime.synthesize(runnable))
-        return [
-            next(results).to_wire()
-            if job is not None
-            else SynthesisResult.failure("malformed job", retryable=False).to_wire()
-            for job in parsed
-        ]
+        return run_batch(self.runtime, jobs, control)
+
+
+def run_batch(runtime: QwenRuntime, jobs: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
+    """One batch of wire requests through the runtime, honouring the control Dict
+    `store`: each request is marked started, and one whose cancellation flag is set
+    (before or during the batch) is dropped with a "cancelled" result."""
+    parsed: list[SynthesisJob | None] = []
+    for wire in jobs:
+        try:
+            parsed.append(SynthesisJob.from_wire(wire))
+        except ValueError:
+            parsed.append(None)
+    runnable = [job for job in parsed if job is not None]
+    now = time.time()
+    for job in runnable:
+        if job.ticket:
+            store.put(CallControl.started_key(job.ticket), now)
+
+    def dropped(index: int) -> bool:
+        ticket = runnable[index].ticket
+        return bool(ticket) and bool(store.contains(CallControl.cancel_key(ticket)))
+
+    results = iter(runtime.synthesize(runnable, dropped=dropped))
+    return [
+        next(results).to_wire()
+        if job is not None
+        else SynthesisResult.failure("malformed job", retryable=False).to_wire()
+        for job in parsed
+    ]
