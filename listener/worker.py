@@ -199,6 +199,7 @@ class Listener:
             return
         running = RunningJob(queue, int(row["msg_id"]))
         self.running[job.task_id] = running
+        log.info("job started", extra=ids | {"type": job.type, "attempt": job.attempt})
         try:
             await self._run(job, running, ids)
         except psycopg.OperationalError as exc:
@@ -209,13 +210,13 @@ class Listener:
         finally:
             if self.running.get(job.task_id) is running:
                 del self.running[job.task_id]
+            log.info("job ended", extra=ids)
 
     async def _run(self, job: Job, running: RunningJob, ids: dict[str, Any]) -> None:
         if self.stopping.is_set():
             await self._settle_stopped(job, running, "shutdown", ids)
             return
         started = time.monotonic()
-        log.info("job started", extra=ids | {"type": job.type, "attempt": job.attempt})
         keep_alive = asyncio.create_task(self._keep_alive(job, running))
         try:
             audio = await self._run_engine(job, running)
