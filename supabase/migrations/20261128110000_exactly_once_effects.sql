@@ -201,7 +201,8 @@ end
 $$;
 
 -- Whether an object at the task's output key is wanted: the task may still adopt it
--- (pending or processing), or it is the audio of the task's live, completed subject.
+-- (pending or processing), or it is the audio of the task's live, completed subject
+-- (for a preview: or of a voice saved from it).
 create function private.output_is_live(task public.tasks, object_key text) returns boolean
 language plpgsql stable security definer set search_path = '' as $$
 begin
@@ -215,9 +216,13 @@ begin
     when 'generate' then exists (
       select from public.generations g
       where g.id = task.generation_id and g.audio_object_key = object_key)
+    -- A saved preview's audio is its voice's too, and outlives the preview.
     when 'design_preview' then exists (
       select from public.design_previews p
-      where p.id = task.design_preview_id and p.audio_object_key = object_key)
+      where p.id = task.design_preview_id and p.audio_object_key = object_key) or exists (
+      select from public.voices v
+      where v.user_id = task.user_id
+        and object_key in (v.reference_object_key, v.normalized_object_key))
     else exists (
       select from public.voices v
       where v.id = task.voice_id and v.normalized_object_key = object_key)
