@@ -24,7 +24,7 @@ from tests.listener.conftest import Admin, Browser
 
 LISTENERS = 3
 USERS = 3
-PREVIEWS_PER_USER = 8  # under the limit of 10 unfinished tasks per user
+PREVIEWS_PER_USER = 8  # then one more each: under the limit of 10 unfinished per user
 SETTINGS = {
     "UTTER_TONE_DELAY_SECONDS": "1.5",
     "UTTER_VISIBILITY_TIMEOUT_SECONDS": "3",
@@ -37,6 +37,7 @@ SETTINGS = {
 }
 FREEZE_SECONDS = 5.0  # longer than the visibility timeout: the claims lapse
 OUTAGE_SECONDS = 5.0  # likewise
+SLOW_JOB_SECONDS = "15"
 
 
 class Fleet:
@@ -48,14 +49,22 @@ class Fleet:
         self.processes = [self._spawn() for _ in range(LISTENERS)]
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        """A listener process with a log file of its own."""
+        """A listener process with a log file of its own. The third is slow: its jobs
+        outlast the database outage, so their claims lapse while they still run, and
+        it has room to read messages meanwhile, its own among them."""
         self.spawned += 1
+        slow = {
+            "UTTER_TONE_DELAY_SECONDS": SLOW_JOB_SECONDS,
+            "UTTER_CONCURRENCY_DESIGN_PREVIEW": "30",  # never full
+        }
+        if self.spawned != 3:
+            slow = {}
         return spawn_listener(
             self.database_url,
             self.storage,
             log=self.logs / f"listener-{self.spawned}.log",
             UTTER_WORKER_ID=f"chaos-{self.spawned}",
-            **SETTINGS,
+            **(SETTINGS | slow),
         )
 
     async def kill_and_restart(self, index: int) -> None:
@@ -166,8 +175,15 @@ async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_e
             )
         await admin.wait_until("select count(*) = 0 from pgmq.q_storage_cleanup", within=30)
         fleet.processes[0].send_signal(signal.SIGCONT)
+        for user in users:  # a second wave, for the slow listener to be busy with
+            previews.append((user, user.design_preview(text="The second wave.")))
+        await admin.wait_until(
+            "select count(*) > 0 from tasks where status = 'processing' and claimed_by = 'chaos-3'",
+            within=30,
+        )
         # A database outage longer than the visibility timeout: every claim lapses
-        # while its listener still runs (or settles) the job.
+        # while its listener still runs (or settles) the job, and may read its own
+        # message again when the database is back.
         await asyncio.to_thread(cluster.stop, "immediate")
         await asyncio.sleep(OUTAGE_SECONDS)
         await asyncio.to_thread(cluster.start)
