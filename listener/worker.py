@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 import uuid
@@ -245,6 +246,8 @@ class Listener:
 
     async def _run_engine(self, job: Job, running: RunningJob) -> Audio:
         async def progress(fraction: float) -> None:
+            if not math.isfinite(fraction):
+                return  # an engine's slip; worker.heartbeat would refuse it
             running.progress = fraction
             running.progress_changed.set()
 
