@@ -4,11 +4,15 @@
 begin;
 select plan(12);
 
+-- Two users with two previews each: within any tier's limit of jobs at once.
 select tests.create_user('late@example.com', '1a7e0000-0000-4000-8000-000000000001');
+select tests.create_user('later@example.com', '1a7e0000-0000-4000-8000-000000000002');
 select tests.authenticate_as('late@example.com');
 insert into design_previews (id, instruct, text, language) values
   ('1a7e0000-0000-4000-8000-0000000000a1', 'A calm voice', 'Taken over, then deleted.', 'English'),
-  ('1a7e0000-0000-4000-8000-0000000000a2', 'A calm voice', 'Cancelled during delivery.', 'English'),
+  ('1a7e0000-0000-4000-8000-0000000000a2', 'A calm voice', 'Cancelled during delivery.', 'English');
+select tests.authenticate_as('later@example.com');
+insert into design_previews (id, instruct, text, language) values
   ('1a7e0000-0000-4000-8000-0000000000a3', 'A calm voice', 'Taken over, kept.', 'English'),
   ('1a7e0000-0000-4000-8000-0000000000a4', 'A calm voice', 'Saved as a voice, then deleted.', 'English');
 select tests.clear_authentication();
@@ -58,7 +62,7 @@ select pgmq.set_vt('design_preview', (select msg_id from tasks where id = (selec
 select tests.claim((select kept from ids), 'listener-b');
 select is(tests.complete((select kept from ids), 'listener-b'), 'completed', 'B completes the kept task');
 select is(tests.complete((select kept from ids), 'listener-a'), 'already_completed', 'A''s late result is a no-op');
-select is(pg_temp.cleanups('1a7e0000-0000-4000-8000-000000000001/previews/1a7e0000-0000-4000-8000-0000000000a3.wav'), 0,
+select is(pg_temp.cleanups('1a7e0000-0000-4000-8000-000000000002/previews/1a7e0000-0000-4000-8000-0000000000a3.wav'), 0,
   'the live audio of a completed subject is never queued for removal');
 
 -- The same after the preview was saved as a voice and then deleted: its audio is the
@@ -67,14 +71,14 @@ select tests.claim((select saved from ids), 'listener-a');
 select pgmq.set_vt('design_preview', (select msg_id from tasks where id = (select saved from ids)), 0);
 select tests.claim((select saved from ids), 'listener-b');
 select tests.complete((select saved from ids), 'listener-b');
-select tests.authenticate_as('late@example.com');
+select tests.authenticate_as('later@example.com');
 insert into voices (id, name, design_preview_id)
 values ('1a7e0000-0000-4000-8000-0000000000b4', 'Saved', '1a7e0000-0000-4000-8000-0000000000a4');
 delete from design_previews where id = '1a7e0000-0000-4000-8000-0000000000a4';
 select tests.clear_authentication();
 select is(tests.complete((select saved from ids), 'listener-a'), 'already_completed',
   'a late result for a saved and deleted preview is not adopted');
-select is(pg_temp.cleanups('1a7e0000-0000-4000-8000-000000000001/previews/1a7e0000-0000-4000-8000-0000000000a4.wav'), 0,
+select is(pg_temp.cleanups('1a7e0000-0000-4000-8000-000000000002/previews/1a7e0000-0000-4000-8000-0000000000a4.wav'), 0,
   'nor removed: the voice saved from the preview uses that audio');
 
 select is(tests.outcome_as('utter_worker', 'select 1 from private.task_outputs'),
