@@ -21,8 +21,9 @@ create table private.task_outputs (
 alter table private.task_outputs enable row level security;
 revoke all on private.task_outputs from public, anon, authenticated, service_role;
 
--- The queues a worker may touch. One place, used by every worker function that takes
--- a queue name (read_messages, archive_message, claim_task, claim_next).
+-- The queues a worker may touch, for read_messages and archive_message; claim_task
+-- and claim_next check through read_messages, so a later migration that adds a queue
+-- to read_messages' list adds it for them too.
 create function private.check_worker_queue(queue text) returns void
 language plpgsql immutable set search_path = '' as $$
 begin
@@ -32,15 +33,17 @@ begin
 end
 $$;
 
--- A task's queue: only the three task queues can carry task messages.
+-- A task's queue: one of the worker's queues (the list worker.read_messages checks,
+-- which is where a new kind of task adds its queue), other than the cleanup queue.
 create function private.check_task_queue(queue text) returns void
-language plpgsql immutable set search_path = '' as $$
+language plpgsql security definer set search_path = '' as $$
 begin
-  perform private.check_worker_queue(queue);
   if queue = 'storage_cleanup' then
     raise exception using errcode = '22023',
       message = 'queue ''storage_cleanup'' carries no tasks; read it with read_messages';
   end if;
+  -- Reads nothing: only the queue check runs.
+  perform 1 from worker.read_messages(queue, 0, 0);
 end
 $$;
 
