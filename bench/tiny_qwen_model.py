@@ -32,9 +32,9 @@ HIDDEN = 32
 GENERATION_DEFAULTS = {"do_sample": True, "top_k": 50, "temperature": 0.9, "max_new_tokens": 24}
 
 
-def _text_tokenizer() -> Any:
-    """A byte-level BPE tokenizer with no merges (one token per byte) plus the chat
-    and TTS special tokens the model's prompt format uses."""
+def byte_level_tokenizer(special_tokens: list[str], plain_tokens: list[str]) -> Any:
+    """A Qwen2 byte-level BPE tokenizer with no merges (one token per byte), plus the
+    given special tokens and whole-word tokens. Shared by the tiny TTS and ASR models."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import Qwen2TokenizerFast
     from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
@@ -50,20 +50,18 @@ def _text_tokenizer() -> Any:
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
-    tokenizer.add_special_tokens(
-        {
-            "additional_special_tokens": [
-                "<|im_start|>",
-                "<|im_end|>",
-                "<|tts_pad|>",
-                "<|tts_bos|>",
-                "<|tts_eos|>",
-            ]
-        }
-    )
-    # The model slices "<|im_start|>assistant\n" as exactly three tokens.
-    tokenizer.add_tokens(["assistant", "user"])
+    tokenizer.add_special_tokens({"additional_special_tokens": special_tokens})
+    tokenizer.add_tokens(plain_tokens)
     return tokenizer
+
+
+def _text_tokenizer() -> Any:
+    """The chat and TTS special tokens the model's prompt format uses; the model slices
+    "<|im_start|>assistant\n" as exactly three tokens."""
+    return byte_level_tokenizer(
+        ["<|im_start|>", "<|im_end|>", "<|tts_pad|>", "<|tts_bos|>", "<|tts_eos|>"],
+        ["assistant", "user"],
+    )
 
 
 def build_tiny_model(folder: Path, model_type: str = "base", seed: int = 0) -> Path:

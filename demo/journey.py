@@ -124,6 +124,11 @@ class Journey:
             self.say(f"  task {record.get('type'):<14} {record.get('status'):<10} [{bar}]{error}")
         elif table == "profiles":
             self.say(f"  credits: {record.get('credits')}")
+        elif table == "credit_activity":
+            self.say(
+                f"  credit {record.get('reason')} {record.get('amount'):+d}"
+                f" -> balance {record.get('balance_after')}"
+            )
         elif (
             table in {"voices", "generations", "design_previews"}
             and event.get("operation") != "DELETE"

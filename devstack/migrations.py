@@ -84,7 +84,7 @@ def lint(url: str) -> str:
         "db",
         "lint",
         "--schema",
-        "public,private,worker",
+        "public,private,worker,billing",
         "--level",
         "warning",
         "--fail-on",

@@ -41,11 +41,14 @@ def apply(conn: psycopg.Connection[tuple[object, ...]]) -> str:
 
 
 LOCAL_WORKER_PASSWORD = "utter_worker"
+LOCAL_BILLING_PASSWORD = "utter_billing"
 
 
 def ensure_local_worker_login(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """The migrations create the listener's role without a password (on Supabase the
-    operator sets one). A local cluster gets a well-known development password."""
+    """The migrations create the listener's and the webhook receiver's roles without a
+    password (on Supabase the operator sets them). A local cluster gets well-known
+    development passwords."""
     if is_supabase(conn):
         return
     conn.execute(f"alter role utter_worker password '{LOCAL_WORKER_PASSWORD}'".encode())
+    conn.execute(f"alter role utter_billing password '{LOCAL_BILLING_PASSWORD}'".encode())

@@ -46,6 +46,14 @@ def worker_url(database_url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"utter_worker:utter_worker@{host}"))
 
 
+def billing_url(database_url: str) -> str:
+    """The same database as the webhook receiver's least-privileged role, with the
+    local development password (see devstack.platform.ensure_local_worker_login)."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"utter_billing:utter_billing@{host}"))
+
+
 def target() -> Target:
     env = os.environ.get("DATABASE_URL", "").strip()
     if env:

@@ -23,8 +23,15 @@ from typing import Any
 
 import modal
 
-from gpu.jobs import CallControl, SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
+from gpu.qwen_asr_runtime import (
+    DEFAULT_ALIGNER_MODEL,
+    DEFAULT_ASR_MODEL,
+    AsrRuntime,
+    AsrRuntimeSettings,
+)
 from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL, QwenRuntime, RuntimeSettings
+from gpu.transcription import TranscriptionJob, TranscriptionResult
 
 WEIGHTS_DIR = "/weights"
 CLASS_NAME = "Qwen3TTS"
@@ -46,8 +53,16 @@ PIP_PACKAGES = (
     "sox>=1.5,<1.6",
     "onnxruntime>=1.18,<1.33",
     "einops>=0.8,<0.9",
+    # The word splitters qwen-asr's forced aligner imports.
+    "nagisa==0.2.11",
+    "soynlp==0.0.493",
 )
 QWEN_TTS_PACKAGE = "qwen-tts==0.1.1"
+# Qwen3-ASR's package, also --no-deps (its metadata pulls gradio and flask, and pins
+# transformers 4.57.6; it runs on qwen-tts's 4.57.3, see docs/gpu.md).
+QWEN_ASR_PACKAGE = "qwen-asr==0.0.6"
+ASR_CLASS_NAME = "Qwen3ASR"
+ASR_METHOD_NAME = "transcribe"
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,8 @@ class DeploymentSettings:
     max_containers: int = 4
     max_batch_size: int = 8  # requests per @modal.batched call
     batch_wait_ms: int = 150  # how long a lone request waits for company
+    asr_model: str = DEFAULT_ASR_MODEL
+    aligner_model: str = DEFAULT_ALIGNER_MODEL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeploymentSettings:
@@ -77,6 +94,8 @@ class DeploymentSettings:
                 env.get("UTTER_MODAL_SCALEDOWN_SECONDS", defaults.scaledown_seconds)
             ),
             max_batch_size=int(env.get("UTTER_MODAL_MAX_BATCH", defaults.max_batch_size)),
+            asr_model=env.get("UTTER_QWEN_ASR_MODEL", defaults.asr_model),
+            aligner_model=env.get("UTTER_QWEN_ALIGNER_MODEL", defaults.aligner_model),
         )
 
     def container_env(self) -> dict[str, str]:
@@ -89,6 +108,8 @@ class DeploymentSettings:
             "UTTER_MODAL_MAX_CONTAINERS": str(self.max_containers),
             "UTTER_MODAL_SCALEDOWN_SECONDS": str(self.scaledown_seconds),
             "UTTER_MODAL_MAX_BATCH": str(self.max_batch_size),
+            "UTTER_QWEN_ASR_MODEL": self.asr_model,
+            "UTTER_QWEN_ALIGNER_MODEL": self.aligner_model,
             # Weights come from the volume only; never reach for the hub at run time.
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
@@ -96,6 +117,10 @@ class DeploymentSettings:
 
     def model_dir(self, model_id: str) -> str:
         return f"{WEIGHTS_DIR}/{model_id}"
+
+    def all_models(self) -> tuple[str, ...]:
+        """Every model the volume must hold: speech, then recognition."""
+        return (self.base_model, self.design_model, self.asr_model, self.aligner_model)
 
 
 settings = DeploymentSettings.from_env(os.environ)
@@ -105,6 +130,7 @@ image = (
     .apt_install(*APT_PACKAGES)
     .pip_install(*PIP_PACKAGES)
     .pip_install(QWEN_TTS_PACKAGE, extra_options="--no-deps")
+    .pip_install(QWEN_ASR_PACKAGE, extra_options="--no-deps")
     .env(settings.container_env())
     .add_local_python_source("gpu")
 )
@@ -120,7 +146,7 @@ def download_weights(force: bool = False) -> list[str]:
     from huggingface_hub import snapshot_download
 
     fetched = []
-    for model_id in (settings.base_model, settings.design_model):
+    for model_id in settings.all_models():
         target = settings.model_dir(model_id)
         if not force and os.path.isfile(f"{target}/config.json"):
             print(f"{model_id}: already in the volume at {target}")
@@ -195,5 +221,68 @@ def run_batch(runtime: QwenRuntime, jobs: list[dict[str, Any]], store: Any) -> l
         next(results).to_wire()
         if job is not None
         else SynthesisResult.failure("malformed job", retryable=False).to_wire()
+        for job in parsed
+    ]
+
+
+@app.cls(
+    gpu=settings.gpu,
+    volumes={WEIGHTS_DIR: weights_volume},
+    timeout=settings.job_timeout_seconds,
+    scaledown_window=settings.scaledown_seconds,
+    max_containers=settings.max_containers,
+)
+class Qwen3ASR:
+    """Transcribes reference recordings (gpu/modal_transcriber.py is its client)."""
+
+    runtime: AsrRuntime
+
+    @modal.enter()
+    def load(self) -> None:
+        for model_id in (settings.asr_model, settings.aligner_model):
+            if not os.path.isfile(f"{settings.model_dir(model_id)}/config.json"):
+                raise RuntimeError(
+                    f"{model_id} is not in the weights volume {settings.volume_name!r}: "
+                    f"run `modal run gpu/modal_app.py::{DOWNLOAD_FUNCTION_NAME}` once"
+                )
+        self.runtime = AsrRuntime(
+            AsrRuntimeSettings(
+                model=settings.model_dir(settings.asr_model),
+                aligner=settings.model_dir(settings.aligner_model),
+                device="cuda",
+                dtype="bfloat16",
+                max_batch_items=settings.max_batch_size,
+            )
+        )
+        self.runtime.load()
+
+    # Recordings that arrive together become one batched model call. One model call
+    # has no point to stop between, so a cancellation flag is honoured at the start.
+    @modal.batched(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms)
+    def transcribe(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return run_transcriptions(self.runtime, jobs, control)
+
+
+def run_transcriptions(
+    runtime: AsrRuntime, jobs: list[dict[str, Any]], store: Any
+) -> list[dict[str, Any]]:
+    """One batch of wire transcription requests, each marked started; a request whose
+    cancellation flag is already set is dropped with a "cancelled" result."""
+    parsed: list[TranscriptionJob | TranscriptionResult] = []
+    now = time.time()
+    for wire in jobs:
+        ticket = str(wire.get("ticket") or "")
+        if ticket:
+            store.put(CallControl.started_key(ticket), now)
+        if ticket and store.contains(CallControl.cancel_key(ticket)):
+            parsed.append(TranscriptionResult.failure(CANCELLED_MESSAGE, retryable=False))
+            continue
+        try:
+            parsed.append(TranscriptionJob.from_wire(wire))
+        except ValueError:
+            parsed.append(TranscriptionResult.failure("malformed job", retryable=False))
+    results = iter(runtime.transcribe([j for j in parsed if isinstance(j, TranscriptionJob)]))
+    return [
+        next(results).to_wire() if isinstance(job, TranscriptionJob) else job.to_wire()
         for job in parsed
     ]

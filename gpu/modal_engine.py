@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from gpu.engine import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -59,7 +59,9 @@ class _CallGone(Exception):
     """A re-attached call that Modal no longer knows or keeps: spawn a fresh one."""
 
 
-def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineError:
+def classify_modal_error(
+    exc: BaseException, sdk: Any, app_name: str, class_name: str = CLASS_NAME
+) -> EngineError:
     """Map an exception from Modal (or from the remote code) to an EngineError that
     says whether retrying (always on a fresh call) can help. Exceptions as raised by
     modal 1.6.4's client (modal/_utils/function_utils.py `_process_result`)."""
@@ -80,7 +82,7 @@ def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineE
         return RetryableEngineError(f"the GPU job was terminated on Modal ({kind}): {exc}")
     if isinstance(exc, errors.NotFoundError):
         return EngineUnavailable(
-            f"Modal app {app_name!r} (class {CLASS_NAME}) was not found: deploy it with "
+            f"Modal app {app_name!r} (class {class_name}) was not found: deploy it with "
             f"`UTTER_MODAL_APP={app_name} modal deploy gpu/modal_app.py` ({exc})"
         )
     if isinstance(exc, errors.AuthError | errors.PermissionDeniedError):
@@ -112,6 +114,12 @@ def classify_modal_error(exc: BaseException, sdk: Any, app_name: str) -> EngineE
     # memory is worth a fresh call (another container, an emptier GPU).
     retryable = "OutOfMemory" in kind
     return EngineError(f"the GPU app failed ({kind}): {exc}", retryable=retryable)
+
+
+class WireJob(Protocol):
+    """What a spawn sends: a synthesis job, or a transcription job (gpu/modal_transcriber.py)."""
+
+    def to_wire(self) -> dict[str, Any]: ...
 
 
 class ModalEngine:
@@ -173,20 +181,25 @@ class ModalEngine:
         return self._control
 
     async def _run(self, work: SynthesisJob, job: JobContext) -> Audio:
-        try:
-            result = await self._call(work, job)
-        except (asyncio.CancelledError, EngineError):
-            raise
-        except Exception as exc:
-            raise classify_modal_error(exc, self.sdk, self.app_name) from exc
-        outcome = SynthesisResult.from_wire(result)
+        outcome = SynthesisResult.from_wire(await self.call(work, job))
         if outcome.audio is None and outcome.error_message == CANCELLED_MESSAGE:
             raise PermanentEngineError("the GPU job was cancelled (its cancellation flag is set)")
         audio = outcome.unwrap()
         await job.on_progress(1.0)
         return audio
 
-    async def _call(self, work: SynthesisJob, job: JobContext) -> Any:
+    async def call(self, work: WireJob, job: JobContext) -> Any:
+        """Runs one request on the bound class's method and returns its raw result:
+        re-attached or spawned, supervised, stopped when cancelled. Every failure is
+        an EngineError (or CancelledError)."""
+        try:
+            return await self._call(work, job)
+        except (asyncio.CancelledError, EngineError):
+            raise
+        except Exception as exc:
+            raise classify_modal_error(exc, self.sdk, self.app_name, self.class_name) from exc
+
+    async def _call(self, work: WireJob, job: JobContext) -> Any:
         if job.resume_call_id:
             call_id, ticket = CallControl.parse_handle(job.resume_call_id)
             # FunctionCall.from_id is lazy: it never checks that the call exists
@@ -201,9 +214,9 @@ class ModalEngine:
         call, ticket = await self._spawn(work, job)
         return await self._supervise(call, ticket, job, resumed=False)
 
-    async def _spawn(self, work: SynthesisJob, job: JobContext) -> tuple[Any, str]:
+    async def _spawn(self, work: WireJob, job: JobContext) -> tuple[Any, str]:
         ticket = uuid.uuid4().hex
-        payload = SynthesisJob(**{**work.__dict__, "ticket": ticket}).to_wire()
+        payload = work.to_wire() | {"ticket": ticket}
         spawning = asyncio.ensure_future(self._method().spawn.aio(payload))
         try:
             call = await asyncio.shield(spawning)

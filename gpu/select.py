@@ -19,7 +19,9 @@ from pathlib import Path
 from gpu.engine import Engine, EngineUnavailable
 from gpu.espeak_engine import EspeakEngine
 from gpu.modal_engine import ModalEngine
+from gpu.qwen_asr_local import LocalAsrWeights, QwenAsrLocalTranscriber, qwen_asr_stack_missing
 from gpu.qwen_local import LocalWeights, QwenLocalEngine, qwen_stack_missing
+from gpu.transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +100,63 @@ def select_engine(
     engine = build_engine(choice, env)
     log.info("GPU engine: %s (%s)", choice.name, choice.reason)
     return engine
+
+
+TRANSCRIBER_NAMES = ("modal", "qwen-local", "none")
+
+
+def choose_transcriber(
+    name: str | None, env: Mapping[str, str], home: Path | None = None
+) -> EngineChoice:
+    """Which speech recogniser `name` (else UTTER_TRANSCRIBER, else auto) means here,
+    and why. `auto`: Modal when configured, then Qwen3-ASR weights on disk
+    (UTTER_QWEN_ASR_MODEL_DIR), else none: voices inserted without a transcript then
+    wait for a typed one."""
+    requested = (name or env.get("UTTER_TRANSCRIBER") or "auto").strip().lower()
+    if requested in TRANSCRIBER_NAMES:
+        return EngineChoice(requested, f"asked for {requested}")
+    if requested != "auto":
+        raise EngineUnavailable(
+            f"UTTER_TRANSCRIBER={requested!r} is not one of "
+            f"{', '.join((*TRANSCRIBER_NAMES, 'auto'))}"
+        )
+    modal_problem = modal_configured(env, home)
+    if modal_problem is None:
+        return EngineChoice("modal", f"auto: Modal is configured (app {env['UTTER_MODAL_APP']!r})")
+    weights = LocalAsrWeights.from_env(env)
+    stack_problem = qwen_asr_stack_missing()
+    if weights.model_dir is not None and stack_problem is None:
+        return EngineChoice("qwen-local", f"auto: {modal_problem}; Qwen3-ASR weights found on disk")
+    local_problem = stack_problem if weights.model_dir is not None else weights.missing_message(env)
+    return EngineChoice(
+        "none",
+        f"auto: {modal_problem}; {local_problem}; voices inserted without a transcript "
+        "wait for their owner to type one",
+    )
+
+
+def select_transcriber(
+    name: str | None = None, env: Mapping[str, str] | None = None, home: Path | None = None
+) -> Transcriber | None:
+    """The transcriber `name` resolves to, built, with the choice logged; None for
+    `none` (transcription unavailable)."""
+    env = os.environ if env is None else env
+    choice = choose_transcriber(name, env, home)
+    transcriber: Transcriber | None = None
+    if choice.name == "modal":
+        from gpu.modal_transcriber import ModalTranscriber
+
+        app_name = env.get("UTTER_MODAL_APP")
+        if not app_name:
+            raise EngineUnavailable(
+                "UTTER_TRANSCRIBER=modal needs UTTER_MODAL_APP (the deployed app's name)"
+            )
+        transcriber = ModalTranscriber(app_name)
+    elif choice.name == "qwen-local":
+        transcriber = QwenAsrLocalTranscriber.from_env(env)
+    log.info(
+        "speech recogniser: %s (%s)",
+        transcriber.name if transcriber else "none, transcription unavailable",
+        choice.reason,
+    )
+    return transcriber

@@ -64,6 +64,10 @@ async def main(argv: list[str]) -> int:
         if server is not None:
             server.close()
         await listener.handlers.engine.aclose()
+        if listener.checkout is not None:
+            await listener.checkout.stripe.aclose()
+        if listener.handlers.transcriber is not None:
+            await listener.handlers.transcriber.aclose()
     return 0
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 
 from gpu.engine import Engine
+from gpu.transcription import Transcriber, Transcript
+from listener.checkout import build_checkout
 from listener.database import Database
 from listener.jobs import Handlers, ReferenceNormaliser
 from listener.settings import QUEUES, ListenerSettings
@@ -31,13 +34,54 @@ def reference_normaliser() -> ReferenceNormaliser:
     return normalise_for_listener
 
 
+def build_transcriber(name: str) -> Transcriber | None:
+    from gpu.select import select_transcriber
+
+    return select_transcriber(name)
+
+
+class DatabaseTranscripts:
+    """The listener's TranscriptRecorder: the worker functions, by name."""
+
+    def __init__(self, database: Database, worker_id: str) -> None:
+        self.database = database
+        self.worker_id = worker_id
+
+    async def for_voice(self, task_id: str, transcript: Transcript) -> str:
+        return str(
+            await self.database.value(
+                "record_transcript",
+                task_id=uuid.UUID(task_id),
+                worker_id=self.worker_id,
+                transcript=transcript.text,
+                language=transcript.language,
+            )
+        )
+
+    async def for_transcription(self, task_id: str, transcript: Transcript, seconds: float) -> str:
+        return str(
+            await self.database.value(
+                "record_transcription",
+                task_id=uuid.UUID(task_id),
+                worker_id=self.worker_id,
+                transcript=transcript.text,
+                language=transcript.language,
+                duration_seconds=seconds,
+            )
+        )
+
+
 def build_listener(
     settings: ListenerSettings,
     *,
     engine: Engine | None = None,
     normalise_reference: ReferenceNormaliser | None = None,
+    transcriber: Transcriber | None = None,
 ) -> Listener:
+    stripe_checkout = build_checkout(settings)
     pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
+    if stripe_checkout is not None:
+        pool_size += settings.concurrency_checkout
     database = Database(
         settings.database_url, pool_size=pool_size, retry_seconds=settings.db_retry_seconds
     )
@@ -48,5 +92,12 @@ def build_listener(
         store = LocalObjectStore(settings.storage_dir, database)
     engine = engine or build_engine(settings.engine)
     log.info("engine %s, storage %s", engine.name, settings.storage)
-    handlers = Handlers(engine, store, normalise_reference or reference_normaliser())
-    return Listener(settings, database, handlers, store)
+    transcriber = transcriber or build_transcriber(settings.transcriber)
+    handlers = Handlers(
+        engine,
+        store,
+        normalise_reference or reference_normaliser(),
+        transcriber,
+        DatabaseTranscripts(database, settings.worker_id),
+    )
+    return Listener(settings, database, handlers, store, stripe_checkout)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,17 @@ def jsonb(value: object) -> Jsonb:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int, retry_seconds: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int,
+        retry_seconds: float,
+        queries: Mapping[str, str] = QUERIES,
+    ) -> None:
         self.url = url
         self.retry_seconds = retry_seconds
+        self.queries = queries
         self.pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -63,7 +71,7 @@ class Database:
     async def fetch(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """Runs a named query; a lost connection is retried with backoff until
         `retry_seconds` pass. The worker functions are safe to repeat."""
-        sql = QUERIES[name]
+        sql = self.queries[name]
         deadline = asyncio.get_running_loop().time() + self.retry_seconds
         delay = 0.1
         while True:

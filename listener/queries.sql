@@ -23,6 +23,10 @@ select worker.record_engine_call(%(task_id)s::uuid, %(worker_id)s::text, %(call_
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
+-- name: record_transcript
+select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                %(language)s::text);
+
 -- name: fail_task
 select worker.fail_task(%(task_id)s::uuid, %(worker_id)s::text, %(reason)s::text, %(retryable)s::boolean,
                         %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
@@ -39,3 +43,20 @@ select worker.forget_object(%(bucket)s::text, %(object_key)s::text);
 
 -- name: queue_metrics
 select queue, waiting, oldest_seconds, total_sent from worker.queue_metrics();
+
+-- name: claim_checkouts
+select msg_id, enqueued_at, claim
+from worker.claim_checkouts(%(visibility_seconds)s::integer, %(quantity)s::integer,
+                            %(max_attempts)s::integer);
+
+-- name: record_checkout
+select worker.record_checkout(%(purchase_id)s::uuid, %(session_id)s::text, %(url)s::text,
+                              %(expires_at)s::timestamptz);
+
+-- name: fail_checkout
+select worker.fail_checkout(%(purchase_id)s::uuid, %(reason)s::text, %(retryable)s::boolean,
+                            %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);
+
+-- name: record_transcription
+select worker.record_transcription(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
+                                   %(language)s::text, %(duration_seconds)s::real);

@@ -7,12 +7,19 @@ import socket
 import uuid
 from pathlib import Path
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devstack.settings import ROOT, local_url, worker_url
 
-QUEUES = ("generate", "design_preview", "clone", "storage_cleanup")
+QUEUES = ("generate", "design_preview", "clone", "transcribe", "storage_cleanup")
 
 
 def default_database_url() -> str:
@@ -31,13 +38,26 @@ class ListenerSettings(BaseSettings):
         default_factory=default_database_url, alias="UTTER_LISTENER_DATABASE_URL"
     )
     engine: str = "auto"
+    # The speech recogniser for clones inserted without a transcript: auto | modal |
+    # qwen-local | none (gpu/select.py, select_transcriber).
+    transcriber: str = "auto"
     worker_id: str = Field(default_factory=default_worker_id)
 
     # Per-queue concurrency: how many jobs of each kind run at once in this process.
     concurrency_generate: PositiveInt = 2
     concurrency_design_preview: PositiveInt = 1
     concurrency_clone: PositiveInt = 2
+    concurrency_transcribe: PositiveInt = 2
     concurrency_storage_cleanup: PositiveInt = 2
+    concurrency_checkout: PositiveInt = 2
+
+    # Stripe Checkout for credit purchases (docs/billing.md). Without a secret key the
+    # listener leaves the checkout queue alone.
+    stripe_secret_key: SecretStr = Field(default=SecretStr(""), alias="STRIPE_SECRET_KEY")
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_timeout_seconds: PositiveFloat = 30.0
+    checkout_success_url: str = ""
+    checkout_cancel_url: str = ""
 
     # A claimed message stays invisible this long; running jobs extend it every third of it.
     visibility_timeout_seconds: PositiveInt = 60
@@ -72,6 +92,14 @@ class ListenerSettings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(sorted(known))}")
         return value
 
+    @field_validator("transcriber")
+    @classmethod
+    def _known_transcriber(cls, value: str) -> str:
+        known = {"auto", "modal", "qwen-local", "none"}
+        if value not in known:
+            raise ValueError(f"must be one of {', '.join(sorted(known))}")
+        return value
+
     @field_validator("storage")
     @classmethod
     def _known_storage(cls, value: str) -> str:
@@ -89,6 +117,24 @@ class ListenerSettings(BaseSettings):
             raise ValueError(
                 "UTTER_STORAGE=supabase needs UTTER_SUPABASE_URL and UTTER_SUPABASE_SERVICE_ROLE_KEY"
             )
+        if self.stripe_secret_key.get_secret_value():
+            if not self.stripe_secret_key.get_secret_value().startswith(("sk_", "rk_")):
+                raise ValueError("STRIPE_SECRET_KEY must be a secret (sk_) or restricted (rk_) key")
+            for name, url in (
+                ("UTTER_CHECKOUT_SUCCESS_URL", self.checkout_success_url),
+                ("UTTER_CHECKOUT_CANCEL_URL", self.checkout_cancel_url),
+                ("UTTER_STRIPE_API_BASE", self.stripe_api_base),
+            ):
+                if not url.startswith(("https://", "http://")):
+                    raise ValueError(
+                        f"{name} must be an http(s) URL when STRIPE_SECRET_KEY is set (got {url!r})"
+                    )
+            # A checkout job does not heartbeat: its one API call must end before its
+            # message becomes visible to another listener.
+            if self.stripe_timeout_seconds >= self.visibility_timeout_seconds:
+                raise ValueError(
+                    "UTTER_STRIPE_TIMEOUT_SECONDS must be shorter than UTTER_VISIBILITY_TIMEOUT_SECONDS"
+                )
         if self.visibility_timeout_seconds < 3:
             raise ValueError("UTTER_VISIBILITY_TIMEOUT_SECONDS must be at least 3")
 

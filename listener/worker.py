@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from gpu.engine import Audio, EngineError, EngineTimeout, JobContext
+from listener.checkout import CheckoutConsumer, StripeCheckout
 from listener.database import Database, jsonb, notifications
 from listener.jobs import Handlers, Job
 from listener.metrics import Metrics
@@ -54,7 +55,12 @@ class RunningJob:
 
 class Listener:
     def __init__(
-        self, settings: ListenerSettings, database: Database, handlers: Handlers, store: ObjectStore
+        self,
+        settings: ListenerSettings,
+        database: Database,
+        handlers: Handlers,
+        store: ObjectStore,
+        stripe_checkout: StripeCheckout | None = None,
     ) -> None:
         self.settings = settings
         self.db = database
@@ -66,6 +72,12 @@ class Listener:
         self.in_flight: dict[str, set[asyncio.Task[None]]] = {queue: set() for queue in QUEUES}
         self.running: dict[str, RunningJob] = {}  # by task id
         self.ready = asyncio.Event()  # set once LISTEN is up: work from now on is seen at once
+        # Credit purchases: a queue of their own, consumed only where Stripe is configured.
+        self.checkout = (
+            CheckoutConsumer(settings, database, stripe_checkout, self.metrics, self._backoff)
+            if stripe_checkout is not None
+            else None
+        )
 
     # -- the loop ---------------------------------------------------------------
 
@@ -74,6 +86,10 @@ class Listener:
         log.info("listener started", extra={"worker_id": self.settings.worker_id})
         background = [asyncio.create_task(self._listen(), name="listen")]
         consumers = [asyncio.create_task(self._consume(q), name=f"consume:{q}") for q in QUEUES]
+        if self.checkout is not None:
+            consumers.append(
+                asyncio.create_task(self.checkout.run(self.stopping), name="consume:checkout")
+            )
         try:
             await self.stopping.wait()
         finally:
@@ -96,11 +112,16 @@ class Listener:
             self.ready.set()
             for event in self.wake.values():
                 event.set()
+            if self.checkout is not None:
+                self.checkout.wake.set()
 
         try:
             async for notify in notifications(self.settings.database_url, woken_after_reconnect):
                 if notify.channel == "utter_jobs" and notify.payload in self.wake:
                     self.wake[notify.payload].set()
+                elif notify.channel == "utter_jobs" and notify.payload == "checkout":
+                    if self.checkout is not None:
+                        self.checkout.wake.set()
                 elif notify.channel == "utter_cancel" and notify.payload in self.running:
                     log.info("cancel requested", extra={"task_id": notify.payload})
                     self.running[notify.payload].stop("cancelled")
@@ -180,6 +201,8 @@ class Listener:
         """Shutdown: let running jobs finish within the grace period, then stop their
         engines and hand their tasks back."""
         jobs = [t for tasks in self.in_flight.values() for t in tasks]
+        if self.checkout is not None:
+            jobs.extend(self.checkout.in_flight)
         if not jobs:
             return
         log.info("waiting for %d running jobs", len(jobs))

@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a Debian machine, once: system packages,
-# the Python virtualenv and the pinned npm tools. Fast when everything is present.
+# Installs what the project needs on a Debian machine, once: the Debian packages
+# behind every program in scripts/system-commands.txt, the Python virtualenv and the
+# pinned npm tools; then checks that each of them is really there. Fast when
+# everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-15-pgtap postgresql-15-plpgsql-check espeak-ng sox ffmpeg)
-command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+COMMANDS_FILE=scripts/system-commands.txt
+PYTHON=${PYTHON:-python3}
+
+# "program package where" for each program in $COMMANDS_FILE.
+listed_programs() { grep -v '^[[:space:]]*#' "$COMMANDS_FILE" | awk 'NF == 3'; }
+
+program_found() { # program where
+  if [ "$2" = PATH ]; then command -v "$1" >/dev/null 2>&1; else [ -e "$2/$1" ]; fi
+}
 
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+while read -r program package where; do
+  program_found "$program" "$where" || missing+=("$package")
+done < <(listed_programs)
+# Debian's python3 makes virtualenvs only with python3-venv beside it.
+if command -v "$PYTHON" >/dev/null 2>&1 && ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "bootstrap: installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then
     echo "bootstrap: need root (or sudo) to install ${missing[*]}" >&2
@@ -22,7 +36,24 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PYTHON=${PYTHON:-python3}
+# A package can install without the program we need (a renamed binary, a split
+# package, a recommends we skipped): say so now, not three steps later.
+absent=0
+while read -r program package where; do
+  if ! program_found "$program" "$where"; then
+    [ "$where" = PATH ] && place="on PATH" || place="in $where"
+    echo "bootstrap: $program not found $place; it comes from the Debian package $package" >&2
+    absent=1
+  fi
+done < <(listed_programs)
+((absent == 0)) || exit 1
+
+node_wanted=$(sed -n 's/.*"node": *">=\([0-9]*\)".*/\1/p' package.json)
+node_major=$(node --version | sed 's/^v\([0-9]*\).*/\1/')
+if ((node_major < node_wanted)); then
+  echo "bootstrap: node $(node --version) found; package.json needs Node $node_wanted or newer" >&2
+  exit 1
+fi
 
 # See requirements/qwen-nodeps.txt: torchaudio's CUDA-linked extensions cannot load
 # beside the CPU torch; without them it runs as the pure-Python package we need.
@@ -59,4 +90,11 @@ if [ ! -f "$npm_stamp" ]; then
   echo "bootstrap: installing npm tools from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
   touch "$npm_stamp"
+fi
+
+cli_wanted=$(node -p "require('./package.json').devDependencies.supabase")
+cli_found=$(node_modules/.bin/supabase --version 2>/dev/null || echo none)
+if [ "$cli_found" != "$cli_wanted" ]; then
+  echo "bootstrap: Supabase CLI $cli_found in node_modules; package.json pins $cli_wanted (npm package supabase)" >&2
+  exit 1
 fi

@@ -4,6 +4,7 @@ migrated template, and helpers to act as PostgREST would for a user."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -44,3 +45,12 @@ def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with psycopg.connect(database_url) as conn:
         yield conn
         conn.rollback()
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3-ASR model (bench/tiny_qwen_asr_model.py), built once per
+    session; it also serves as its own forced aligner."""
+    from bench.tiny_qwen_asr_model import build_tiny_asr_model
+
+    return build_tiny_asr_model(tmp_path_factory.mktemp("qwen-asr") / "Qwen3-ASR-tiny")

@@ -212,8 +212,33 @@ begin
 end
 $$;
 
+-- Scenarios that need more generations or previews queued at once than a tier allows
+-- (the tier caps have their own suite, 02320): every tier may run `jobs` at once.
+-- Only for the test runner's own role, inside the test's transaction.
+create or replace function tests.allow_concurrent_jobs(jobs integer) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  update public.tier_limits set max_concurrent_jobs = jobs;
+end
+$$;
+
+-- Load tests and benchmarks that start more work per user per minute than the request
+-- limits allow (the limits have their own suite, 02320).
+create or replace function tests.allow_requests(requests integer) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  update private.request_limits set max_requests = requests;
+end
+$$;
+
 grant execute on all functions in schema tests to anon, authenticated, service_role;
 revoke execute on function tests.outcome_as(text, text) from anon, authenticated, service_role;
+revoke execute on function tests.allow_concurrent_jobs(integer) from anon, authenticated, service_role;
+revoke execute on function tests.allow_requests(integer) from anon, authenticated, service_role;
 
 select extensions.plan(1);
 select extensions.ok(

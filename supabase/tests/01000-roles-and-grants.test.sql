@@ -1,7 +1,7 @@
 -- Who can reach what, outside the per-row policies: the listener's role is confined to
 -- `worker.*`, and the API roles can reach neither `worker.*`, the queues nor the internals.
 begin;
-select plan(41);
+select plan(42);
 
 -- Every table a client can name is behind row level security.
 select ok((select relrowsecurity from pg_class where oid = 'public.languages'::regclass), 'RLS is enabled on languages');
@@ -11,10 +11,12 @@ select ok((select relrowsecurity from pg_class where oid = 'public.generations':
 select ok((select relrowsecurity from pg_class where oid = 'public.design_previews'::regclass), 'RLS is enabled on design_previews');
 select ok((select relrowsecurity from pg_class where oid = 'public.tasks'::regclass), 'RLS is enabled on tasks');
 select ok((select relrowsecurity from pg_class where oid = 'private.credit_ledger'::regclass), 'RLS is enabled on the credit ledger');
+select ok((select relrowsecurity from pg_class where oid = 'public.transcriptions'::regclass), 'RLS is enabled on transcriptions');
 
 select set_eq(
   $$ select schemaname || '.' || tablename from pg_publication_tables where pubname = 'supabase_realtime' $$,
-  array['public.tasks', 'public.generations', 'public.voices', 'public.design_previews', 'public.profiles'],
+  array['public.tasks', 'public.generations', 'public.voices', 'public.design_previews', 'public.profiles',
+        'public.purchases', 'public.transcriptions'],
   'the app''s tables are in publication supabase_realtime');
 
 select has_table('pgmq', 'q_generate', 'queue generate exists');

@@ -4,7 +4,7 @@
 --   alice a11ce000-...-000000000001: voice ...a001, generation ...a002, preview ...a003
 --   bob   b0b00000-...-000000000002: voice ...b001, generation ...b002, preview ...b003
 begin;
-select plan(62);
+select plan(73);
 
 select tests.create_user('matrix-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('matrix-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -109,8 +109,8 @@ select throws_ok($$
           'b0b00000-0000-4000-8000-000000000002/a11ce000-0000-4000-8000-00000000a013/reference.wav',
           'Ten or more characters.') $$,
   '22023', 'user_id must be your own user id', 'a user cannot create a voice for another user');
-select throws_ok($$ update public.voices set name = 'Renamed' $$,
-  '42501', 'permission denied for table voices', 'a user cannot update voices');
+select throws_ok($$ update public.voices set status = 'ready' $$,
+  '42501', 'permission denied for table voices', 'a user cannot update a voice''s status (only name and is_favorite, 02310)');
 with deleted as (delete from public.voices where id = 'b0b00000-0000-4000-8000-00000000b001' returning 1)
 select is(count(*)::int, 0, 'deleting another user''s voice affects no row') from deleted;
 select tests.authenticate_as_anon();
@@ -182,6 +182,35 @@ select throws_ok($$ delete from private.credit_ledger $$,
 select tests.authenticate_as_anon();
 select throws_ok($$ select * from private.credit_ledger $$,
   '42501', 'permission denied for schema private', 'anon cannot read the ledger');
+
+-- The voice library, tasks' default list, credits and limits (details in 02310-02340).
+select tests.authenticate_as('matrix-alice@utter.test');
+with renamed as (update public.voices set name = 'Alice renamed', is_favorite = true
+                 where id = 'a11ce000-0000-4000-8000-00000000a001' returning 1)
+select is(count(*)::int, 1, 'a user renames and favourites their own voice') from renamed;
+with renamed as (update public.voices set name = 'Mine now' where id = 'b0b00000-0000-4000-8000-00000000b001' returning 1)
+select is(count(*)::int, 0, 'renaming another user''s voice affects no row') from renamed;
+select is_empty($$ select 1 from public.task_list where id = tests.task_for('b0b00000-0000-4000-8000-00000000b002') $$,
+  'a user''s task list holds none of another user''s tasks');
+select is((select count(*)::int from public.credit_activity), tests.ledger_rows('matrix-alice@utter.test', 'signup_grant')
+  + tests.ledger_rows('matrix-alice@utter.test', 'charge') + tests.ledger_rows('matrix-alice@utter.test', 'refund'),
+  'a user''s credit activity is exactly their ledger');
+select is((select count(*)::int from public.rate_card) || '/' || (select count(*)::int from public.tier_limits), '3/2',
+  'a user reads the rate card and the tiers');
+select throws_ok($$ update public.rate_card set credits = 0 $$,
+  '42501', 'permission denied for table rate_card', 'a user cannot change a price');
+select tests.authenticate_as_anon();
+select is((select count(*)::int from public.rate_card) || '/' || (select count(*)::int from public.tier_limits), '3/2',
+  'anon reads the rate card and the tiers');
+select throws_ok($$ select * from public.task_list $$,
+  '42501', 'permission denied for view task_list', 'anon cannot read task lists');
+select throws_ok($$ select * from public.credit_activity $$,
+  '42501', 'permission denied for view credit_activity', 'anon cannot read credit activity');
+select throws_ok($$ update public.voices set is_favorite = true $$,
+  '42501', 'permission denied for table voices', 'anon cannot favourite voices');
+select tests.authenticate_as_service_role();
+select is_empty($$ select 1 from public.credit_activity $$,
+  'credit activity is per signed-in user: the service role, with no user, sees none');
 
 -- The service role (server code) sees every user's rows.
 select tests.authenticate_as_service_role();

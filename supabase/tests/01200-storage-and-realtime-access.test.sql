@@ -59,13 +59,13 @@ select throws_ok($$ insert into storage.objects (bucket_id, name, owner) values 
   'a user never writes to the generations bucket');
 
 -- Storage: reads, updates, deletes --------------------------------------------------
-select is((select count(*)::int from storage.objects where bucket_id = 'references'), 6,
-  'a user reads their uploads and the listener''s audio in their references folder');
+-- Audio is readable only once a finished row of the user's names it (02300); none here.
+select is((select count(*)::int from storage.objects where bucket_id = 'references'), 0,
+  'a user reads no upload or listener audio in their folder that no finished row names');
 select is_empty($$ select 1 from storage.objects where name like 'b0b00000-0000-4000-8000-000000000002/%' $$,
   'a user sees none of another user''s objects');
-select results_eq($$ select name from storage.objects where bucket_id = 'generations' $$,
-  $$ values ('a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a002.wav') $$,
-  'a user reads their own generated audio');
+select is_empty($$ select name from storage.objects where bucket_id = 'generations' $$,
+  'a user reads no generated audio of theirs that no completed generation names');
 with moved as (
   update storage.objects set name = 'a11ce000-0000-4000-8000-000000000001/elsewhere/reference.wav'
   where bucket_id = 'references' returning 1

@@ -7,6 +7,7 @@
 --     generation ...b005
 begin;
 select plan(59);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('valid-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('valid-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -120,8 +121,8 @@ select throws_ok($$ insert into public.voices (id, name, language, reference_obj
   '22023', 'reference_transcript must be at least 10 characters', 'padding does not count towards the transcript');
 select throws_ok($$ insert into public.voices (id, name, language, reference_object_key, reference_transcript)
     values ('a11ce000-0000-4000-8000-00000000a011', 'Voice', 'English',
-            'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a011/reference.wav', null) $$,
-  '22023', 'reference_transcript must be at least 10 characters', 'a missing transcript is refused');
+            'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a011/reference.wav', '   ') $$,
+  '22023', 'reference_transcript must be at least 10 characters', 'a blank transcript is refused (a missing one is transcribed: 02600)');
 select throws_ok($$ insert into public.voices (id, name, language, reference_object_key, reference_transcript)
     values ('a11ce000-0000-4000-8000-00000000a011', 'Voice', 'English',
             'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a001/reference.wav',

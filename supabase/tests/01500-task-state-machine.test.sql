@@ -8,6 +8,7 @@
 --   ...a020 the worker walk-through, ...a030 retries, ...a040 crashes, ...a050 fails at once
 begin;
 select plan(70);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('machine-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.make_ready_voice('machine-alice@utter.test', 'Alice', 'a11ce000-0000-4000-8000-00000000a001');
@@ -272,8 +273,8 @@ select is(current_setting('test.read'), tests.task_for('a11ce000-0000-4000-8000-
 select is((select read_ct || '/' || (vt > now()) from pgmq.q_generate q
            where q.message ->> 'task_id' = current_setting('test.read')),
   '1/true', 'reading hides the message for the visibility timeout');
-select is(current_setting('test.metrics'), 'clone,design_preview,generate,storage_cleanup',
-  'queue_metrics reports exactly Utter''s four queues');
+select is(current_setting('test.metrics'), 'clone,design_preview,generate,storage_cleanup,transcribe',
+  'queue_metrics reports exactly Utter''s five queues');
 select is((select owner::text || '/' || (metadata ->> 'size') from storage.objects
            where bucket_id = 'generations' and name = 'a11ce000-0000-4000-8000-000000000001/x.wav'),
   'a11ce000-0000-4000-8000-000000000001/1024', 'record_object records a stored object for its owner');

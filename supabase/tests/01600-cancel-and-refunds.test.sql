@@ -5,6 +5,7 @@
 --   alice a11ce000-...-000000000001, ready voice ...a001; generations ...a0NN below.
 begin;
 select plan(42);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('cancel-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('cancel-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');

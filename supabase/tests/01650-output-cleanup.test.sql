@@ -2,6 +2,7 @@
 -- a listener may have uploaded it just before dying, so its key goes to cleanup.
 begin;
 select plan(4);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('cleaner@example.com', 'c1ea0000-0000-4000-8000-000000000001');
 select tests.authenticate_as('cleaner@example.com');

@@ -8,6 +8,7 @@
 --   previews:    a0d1 completed, a0d2 pending, a0d3 and a0d4 completed and saved
 begin;
 select plan(33);
+select tests.allow_concurrent_jobs(10);  -- more queued at once than the free tier allows
 
 select tests.create_user('delete-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('delete-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');

@@ -18,13 +18,13 @@ select tests.clear_authentication();
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') from realtime.messages
      where topic = 'user:a11ce000-0000-4000-8000-000000000001' and private and extension = 'broadcast' $$,
-  array['INSERT generations', 'INSERT tasks', 'UPDATE profiles'],
-  'a generation insert broadcasts the generation, its task and the new balance to the owner');
-select is((select count(*)::int from realtime.messages), 3, 'exactly those three messages, on no other topic');
+  array['INSERT generations', 'INSERT tasks', 'UPDATE profiles', 'INSERT credit_activity', 'UPDATE voices'],
+  'a generation insert broadcasts the generation, its task, the new balance, the charge and the voice''s use');
+select is((select count(*)::int from realtime.messages), 5, 'exactly those five messages, on no other topic');
 select is((select payload from realtime.messages where payload ->> 'table' = 'profiles'),
   '{"operation": "UPDATE", "schema": "public", "table": "profiles",
-    "record": {"id": "a11ce000-0000-4000-8000-000000000001", "credits": 99}}'::jsonb,
-  'the balance broadcast is exactly {operation, schema, table, record: {id, credits}}');
+    "record": {"id": "a11ce000-0000-4000-8000-000000000001", "credits": 99, "tier": "free"}}'::jsonb,
+  'the balance broadcast is exactly {operation, schema, table, record: {id, credits, tier}}');
 select set_eq(
   $$ select jsonb_object_keys(payload -> 'record') from realtime.messages where payload ->> 'table' = 'generations' $$,
   array['id', 'voice_id', 'voice_name', 'text', 'language', 'regenerated_from', 'status', 'audio_object_key',
@@ -33,7 +33,7 @@ select set_eq(
 select set_eq(
   $$ select jsonb_object_keys(payload -> 'record') from realtime.messages where payload ->> 'table' = 'tasks' $$,
   array['id', 'type', 'status', 'progress', 'error', 'cost', 'attempts', 'generation_id', 'design_preview_id',
-        'voice_id', 'cancel_requested_at', 'created_at', 'started_at', 'ended_at'],
+        'voice_id', 'cancel_requested_at', 'dismissed_at', 'created_at', 'started_at', 'ended_at'],
   'a task record leaves out msg_id, engine_call_id, claimed_by, heartbeat_at and user_id');
 select is((select payload #>> '{record,status}' || '/' || (payload #>> '{record,cost}') from realtime.messages
            where payload ->> 'table' = 'tasks'),
@@ -111,8 +111,8 @@ values ('a11ce000-0000-4000-8000-00000000a0d1', 'A calm narrator', 'Hello there.
 select tests.clear_authentication();
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') from realtime.messages $$,
-  array['INSERT design_previews', 'INSERT tasks', 'UPDATE profiles'],
-  'a design preview broadcasts the preview, its task and the new balance');
+  array['INSERT design_previews', 'INSERT tasks', 'UPDATE profiles', 'INSERT credit_activity'],
+  'a design preview broadcasts the preview, its task, the new balance and the charge');
 select ok((select not (payload -> 'record' ? 'user_id') from realtime.messages where payload ->> 'table' = 'design_previews'),
   'the preview record has no user_id');
 delete from realtime.messages;
@@ -120,10 +120,12 @@ select tests.authenticate_as('live-alice@utter.test');
 update public.tasks set cancel_requested_at = now() where design_preview_id = 'a11ce000-0000-4000-8000-00000000a0d1';
 select tests.clear_authentication();
 select set_eq(
-  $$ select event || ' ' || (payload ->> 'table') || ' ' || coalesce(payload #>> '{record,status}', payload #>> '{record,credits}')
+  $$ select event || ' ' || (payload ->> 'table') || ' '
+            || coalesce(payload #>> '{record,status}', payload #>> '{record,credits}', payload #>> '{record,reason}')
      from realtime.messages $$,
-  array['UPDATE tasks cancelled', 'UPDATE design_previews cancelled', 'UPDATE profiles 99'],
-  'a cancel broadcasts the cancelled task and preview and the refunded balance');
+  array['UPDATE tasks cancelled', 'UPDATE design_previews cancelled', 'UPDATE profiles 99',
+        'INSERT credit_activity refund'],
+  'a cancel broadcasts the cancelled task and preview, the refunded balance and the refund');
 
 -- Saving a design, then deleting the voice --------------------------------------------------
 delete from realtime.messages;
@@ -153,7 +155,7 @@ select is_empty($$ select 1 from realtime.messages where topic <> 'user:a11ce000
 -- Changes subscribers get the same tables through the publication.
 select set_eq(
   $$ select tablename::text from pg_publication_tables where pubname = 'supabase_realtime' $$,
-  array['tasks', 'generations', 'voices', 'design_previews', 'profiles'],
+  array['tasks', 'generations', 'voices', 'design_previews', 'profiles', 'purchases', 'transcriptions'],
   'the same tables are published for Postgres Changes');
 select ok(tests.credits_match_ledger(), 'every balance equals its ledger');
 

@@ -15,7 +15,11 @@ from modal._utils.async_utils import synchronizer
 from gpu import modal_app
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME
+from gpu.modal_transcriber import ASR_CLASS_NAME, ASR_METHOD_NAME
+from gpu.qwen_asr_runtime import AsrRuntime, AsrRuntimeSettings
 from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
+from gpu.reference import normalize_reference
+from gpu.transcription import TranscriptionJob, TranscriptionResult
 from tests.gpu.fake_modal import FakeDict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,3 +151,46 @@ def test_a_cancelled_request_is_dropped_and_its_batch_mates_still_run(
     assert (dropped.audio, dropped.error_message) == (None, CANCELLED_MESSAGE)
     assert not dropped.error_retryable
     assert {CallControl.started_key("kept"), CallControl.started_key("dropped")} <= set(store.data)
+
+
+def test_the_asr_class_has_the_names_the_transcriber_looks_up_and_batches() -> None:
+    assert (modal_app.ASR_CLASS_NAME, modal_app.ASR_METHOD_NAME) == (
+        ASR_CLASS_NAME,
+        ASR_METHOD_NAME,
+    )
+    assert modal_app.Qwen3ASR._get_user_cls().__name__ == ASR_CLASS_NAME
+    info = function_info(modal_app.Qwen3ASR._get_class_service_function())
+    assert info.method_names == [ASR_METHOD_NAME]
+    assert (info.batching_info.max_batch_size, info.batching_info.wait_ms) == (8, 150)
+    assert info.volumes["/weights"].name == "utter-qwen-weights"
+    # One download function fills the volume with the recogniser and aligner too.
+    assert modal_app.settings.all_models()[2:] == (
+        "Qwen/Qwen3-ASR-1.7B",
+        "Qwen/Qwen3-ForcedAligner-0.6B",
+    )
+    assert modal_app.QWEN_ASR_PACKAGE == "qwen-asr==0.0.6"
+
+
+def test_the_asr_class_without_weights_names_the_download_command() -> None:
+    worker = modal_app.Qwen3ASR._get_user_cls()()
+    with pytest.raises(RuntimeError, match=r"modal run gpu/modal_app.py::download_weights"):
+        worker.load()
+
+
+def test_the_batched_transcribe_method_runs_a_batch_on_the_real_qwen_asr_code(
+    tiny_asr_model: Path, recordings: Any
+) -> None:
+    worker = modal_app.Qwen3ASR._get_user_cls()()
+    worker.runtime = AsrRuntime(AsrRuntimeSettings(model=str(tiny_asr_model), max_new_tokens=8))
+    worker.runtime.load()
+    transcribe = synchronizer._translate_in(type(worker).__dict__["transcribe"]).raw_f
+    wav = normalize_reference(recordings("speech_wav")).wav
+    jobs = [
+        TranscriptionJob(wav, "English").to_wire(),
+        {"audio_wav": "not bytes"},
+        TranscriptionJob(wav, "Auto").to_wire(),
+    ]
+    first, malformed, third = (TranscriptionResult.from_wire(r) for r in transcribe(worker, jobs))
+    assert first.transcript is not None and first.transcript.language == "English"
+    assert first.transcript.text and third.transcript is not None
+    assert malformed.transcript is None and "malformed" in malformed.error_message

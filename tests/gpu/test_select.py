@@ -8,8 +8,10 @@ import pytest
 from gpu.engine import EngineUnavailable
 from gpu.espeak_engine import EspeakEngine
 from gpu.modal_engine import ModalEngine
+from gpu.modal_transcriber import ModalTranscriber
+from gpu.qwen_asr_local import QwenAsrLocalTranscriber
 from gpu.qwen_local import QwenLocalEngine
-from gpu.select import choose_engine, select_engine
+from gpu.select import choose_engine, choose_transcriber, select_engine, select_transcriber
 
 MODAL = {"UTTER_MODAL_APP": "utter-tts", "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-y"}
 
@@ -67,3 +69,37 @@ def test_explicit_engines_that_cannot_run_say_what_is_missing(tmp_path: Path) ->
         select_engine("modal", {}, home=tmp_path)
     with pytest.raises(EngineUnavailable, match="huggingface-cli download"):
         select_engine("qwen-local", {}, home=tmp_path)
+
+
+def test_the_transcriber_prefers_modal_then_local_weights_then_none(
+    tmp_path: Path, tiny_asr_model: Path
+) -> None:
+    assert choose_transcriber(None, MODAL, home=tmp_path).name == "modal"
+    local = {"UTTER_QWEN_ASR_MODEL_DIR": str(tiny_asr_model)}
+    assert choose_transcriber(None, local, home=tmp_path).name == "qwen-local"
+    nothing = choose_transcriber(None, {}, home=tmp_path)
+    assert nothing.name == "none"
+    assert "UTTER_QWEN_ASR_MODEL_DIR is not set" in nothing.reason
+    assert "wait for their owner to type one" in nothing.reason
+    assert (
+        choose_transcriber(None, {**MODAL, "UTTER_TRANSCRIBER": "none"}, home=tmp_path).name
+        == "none"
+    )
+    with pytest.raises(EngineUnavailable, match="UTTER_TRANSCRIBER='whisper' is not one of"):
+        choose_transcriber("whisper", {}, home=tmp_path)
+
+
+def test_select_transcriber_builds_and_logs_the_choice(
+    tmp_path: Path, tiny_asr_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gpu.select")
+    assert select_transcriber("auto", {}, home=tmp_path) is None
+    assert "speech recogniser: none, transcription unavailable (auto:" in caplog.text
+    assert isinstance(select_transcriber("modal", MODAL, home=tmp_path), ModalTranscriber)
+    local = select_transcriber(
+        "auto", {"UTTER_QWEN_ASR_MODEL_DIR": str(tiny_asr_model)}, home=tmp_path
+    )
+    assert isinstance(local, QwenAsrLocalTranscriber)
+    assert "speech recogniser: qwen-asr-local (auto:" in caplog.text
+    with pytest.raises(EngineUnavailable, match="UTTER_MODAL_APP"):
+        select_transcriber("modal", {}, home=tmp_path)

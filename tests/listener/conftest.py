@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from devstack.acting import user_request
 from devstack.settings import worker_url
 from gpu.engine import Engine
+from gpu.transcription import Transcriber
 from listener.app import build_listener
 from listener.settings import ListenerSettings
 from listener.worker import Listener
@@ -56,6 +57,12 @@ class Browser:
         rows = self._request(
             "insert into generations (voice_id, text, language) values (%(v)s, %(t)s, 'English') returning id",
             {"v": voice_id, "t": text},
+        )
+        return uuid.UUID(str(rows[0]["id"]))
+
+    def buy(self, pack_id: str = "starter") -> uuid.UUID:
+        rows = self._request(
+            "insert into purchases (pack_id) values (%(p)s) returning id", {"p": pack_id}
         )
         return uuid.UUID(str(rows[0]["id"]))
 
@@ -109,7 +116,11 @@ class Admin:
 
 @pytest.fixture
 def admin(fresh_database_url: str) -> Admin:
-    return Admin(fresh_database_url)
+    admin = Admin(fresh_database_url)
+    # These suites load the listener with up to ten jobs per user at once; the tier caps
+    # and request limits that would refuse them are the database's, tested by pgTAP (02320).
+    admin.rows("select tests.allow_concurrent_jobs(10), tests.allow_requests(1000)")
+    return admin
 
 
 @pytest.fixture
@@ -117,6 +128,8 @@ def listener_settings(fresh_database_url: str, tmp_path: Path) -> ListenerSettin
     return ListenerSettings(
         UTTER_LISTENER_DATABASE_URL=worker_url(fresh_database_url),
         engine="tone",
+        # No recogniser unless a test brings one: the machine's environment decides nothing.
+        transcriber="none",
         storage_dir=tmp_path / "storage",
         visibility_timeout_seconds=6,
         poll_interval_seconds=1.0,
@@ -134,9 +147,13 @@ RunListener = Callable[..., Any]
 @pytest.fixture
 def run_listener(listener_settings: ListenerSettings) -> RunListener:
     @asynccontextmanager
-    async def running(engine: Engine | None = None, **overrides: Any) -> AsyncIterator[Listener]:
+    async def running(
+        engine: Engine | None = None, transcriber: Transcriber | None = None, **overrides: Any
+    ) -> AsyncIterator[Listener]:
         settings = listener_settings.model_copy(update=overrides)
-        listener = build_listener(settings, engine=engine or ScriptedEngine())
+        listener = build_listener(
+            settings, engine=engine or ScriptedEngine(), transcriber=transcriber
+        )
         task = asyncio.create_task(listener.run())
         try:
             await _until(lambda: listener.metrics.listening or task.done(), 10)

@@ -46,39 +46,46 @@ class Fleet:
         self.storage = storage
         self.logs = logs
         self.spawned = 0
-        self.processes = [self._spawn() for _ in range(LISTENERS)]
+        self.processes = [self._spawn() for _ in range(LISTENERS - 1)]
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        """A listener process with a log file of its own. The third is slow: its jobs
-        outlast the database outage, so their claims lapse while they still run, and
-        it has room to read messages meanwhile, its own among them."""
+    def _spawn(self, *, slow: bool = False) -> subprocess.Popen[bytes]:
+        """A listener process with a log file of its own."""
         self.spawned += 1
-        slow = {
+        options = {
             "UTTER_TONE_DELAY_SECONDS": SLOW_JOB_SECONDS,
             "UTTER_CONCURRENCY_DESIGN_PREVIEW": "30",  # never full
         }
-        if self.spawned != 3:
-            slow = {}
         return spawn_listener(
             self.database_url,
             self.storage,
             log=self.logs / f"listener-{self.spawned}.log",
             UTTER_WORKER_ID=f"chaos-{self.spawned}",
-            **(SETTINGS | slow),
+            **(SETTINGS | (options if slow else {})),
         )
 
-    async def kill_and_restart(self, index: int) -> None:
-        self.processes[index].send_signal(signal.SIGKILL)
-        self.processes[index].wait(10)
-        self.processes[index] = self._spawn()
-        # Started means its signal handlers are in place: a later SIGTERM is a
-        # shutdown, not a death.
+    async def add_slow_listener(self) -> str:
+        """A third listener whose jobs outlast the database outage, so their claims
+        lapse while they still run, with room to read messages meanwhile, its own
+        among them. Added once the others hold work, or it would take all of it."""
+        self.processes.append(self._spawn(slow=True))
+        await self._started()
+        return f"chaos-{self.spawned}"
+
+    async def _started(self) -> None:
+        """Started means its signal handlers are in place: a later SIGTERM is a
+        shutdown, not a death."""
         log = self.logs / f"listener-{self.spawned}.log"
         for _ in range(600):
             if log.exists() and '"listener started"' in log.read_text():
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"{log.name}: the listener did not start within 30 s")
+
+    async def kill_and_restart(self, index: int) -> None:
+        self.processes[index].send_signal(signal.SIGKILL)
+        self.processes[index].wait(10)
+        self.processes[index] = self._spawn()
+        await self._started()
 
     async def freeze(self, index: int) -> None:
         self.processes[index].send_signal(signal.SIGSTOP)
@@ -150,6 +157,7 @@ async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_e
             "select count(*) > 0 from tasks where status = 'processing' and claimed_by = 'chaos-1'",
             within=30,
         )
+        slow = await fleet.add_slow_listener()
         # A listener frozen mid-job: others take its tasks over and complete them, the
         # owners delete them and the cleanup runs; then it wakes with late results.
         fleet.processes[0].send_signal(signal.SIGSTOP)
@@ -178,7 +186,8 @@ async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_e
         for user in users:  # a second wave, for the slow listener to be busy with
             previews.append((user, user.design_preview(text="The second wave.")))
         await admin.wait_until(
-            "select count(*) > 0 from tasks where status = 'processing' and claimed_by = 'chaos-3'",
+            "select count(*) > 0 from tasks where status = 'processing' and claimed_by = %s",
+            (slow,),
             within=30,
         )
         # A database outage longer than the visibility timeout: every claim lapses

@@ -42,6 +42,13 @@ def test_bad_settings_stop_the_listener_naming_the_setting() -> None:
         in result.stderr
     )
 
+    result = listener_with(UTTER_ENGINE="tone", UTTER_TRANSCRIBER="whisper")
+    assert result.returncode == 2
+    assert (
+        "UTTER_TRANSCRIBER: Value error, must be one of auto, modal, none, qwen-local"
+        in result.stderr
+    )
+
     result = listener_with(UTTER_ENGINE="tone", UTTER_STORAGE="supabase")
     assert result.returncode == 2
     assert (
@@ -78,7 +85,13 @@ async def test_health_and_metrics_are_served(admin: Admin, run_listener: RunList
             assert status == "HTTP/1.1 200 OK"
             assert metrics["counts"] == {"completed": 1}
             queues = {q["queue"]: q for q in metrics["queues"]}  # type: ignore[union-attr]
-            assert set(queues) == {"generate", "design_preview", "clone", "storage_cleanup"}
+            assert set(queues) == {
+                "generate",
+                "design_preview",
+                "clone",
+                "transcribe",
+                "storage_cleanup",
+            }
             assert queues["design_preview"]["total_sent"] == 1
         finally:
             server.close()

@@ -1,0 +1,1 @@
+"""Stripe's webhook receiver: verifies each delivery and hands it to the database."""
