@@ -97,6 +97,10 @@ async def _ignore_progress(fraction: float) -> None:
     return None
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What the listener tells an engine about the job a call belongs to."""
@@ -111,6 +115,11 @@ class JobContext:
     on_call_started: Callable[[str], Awaitable[None]] = field(default=_ignore_call_id)
     # Progress in [0, 1]; the listener throttles what it writes.
     on_progress: Callable[[float], Awaitable[None]] = field(default=_ignore_progress)
+    # Asked when the call is cancelled: True when the listener only stops waiting
+    # (shutdown, or another listener now holds the task) and the task lives on, so
+    # remote work must keep running for the next claimer to re-attach to. False: the
+    # work is unwanted (cancelled, deleted, timed out): stop it.
+    keep_remote_work: Callable[[], bool] = field(default=_never)
 
 
 @runtime_checkable

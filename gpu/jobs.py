@@ -26,6 +26,9 @@ class SynthesisJob:
     reference_wav: bytes = b""  # clone only: normalised by gpu.reference
     reference_transcript: str = ""  # clone only
     voice_id: str = ""  # clone only: cache key for the voice's clone prompt
+    # Names this request in the app's control Dict (see CallControl): where the GPU
+    # code marks it started and looks for its cancellation. Empty: no control.
+    ticket: str = ""
 
     @classmethod
     def for_clone(cls, request: CloneRequest) -> SynthesisJob:
@@ -53,6 +56,7 @@ class SynthesisJob:
             "reference_wav": self.reference_wav,
             "reference_transcript": self.reference_transcript,
             "voice_id": self.voice_id,
+            "ticket": self.ticket,
         }
 
     @classmethod
@@ -68,6 +72,7 @@ class SynthesisJob:
             reference_wav=bytes(data.get("reference_wav", b"")),
             reference_transcript=str(data.get("reference_transcript", "")),
             voice_id=str(data.get("voice_id", "")),
+            ticket=str(data.get("ticket", "")),
         )
 
 
@@ -121,3 +126,42 @@ class SynthesisResult:
             )
         except (KeyError, TypeError, ValueError) as exc:
             return cls.failure(f"malformed result from the GPU app: {exc}", retryable=False)
+
+
+CANCELLED_MESSAGE = "cancelled by its caller"
+
+
+class CallControl:
+    """The control channel between the Modal engine and the GPU code, kept in a
+    `modal.Dict` (one per app) because Modal's own cancellation cannot single out one
+    request: all inputs of a `@modal.batched` call share one context, so
+    `FunctionCall.cancel()` terminates every request of that batch (modal 1.6.4,
+    modal/_runtime/container_io_manager.py: each input id of a batch maps to the same
+    IOContext, and a cancel event cancels that context). Instead the engine sets a
+    per-request flag that the GPU code checks between chunk batches, dropping only
+    that request; the GPU code in turn marks when a request starts executing, so the
+    engine can tell time queued at Modal from time running.
+
+    `store` is the Dict (sync calls in the container, `.aio` in the listener)."""
+
+    @staticmethod
+    def dict_name(app_name: str) -> str:
+        return f"{app_name}-control"
+
+    @staticmethod
+    def cancel_key(ticket: str) -> str:
+        return f"cancel:{ticket}"
+
+    @staticmethod
+    def started_key(ticket: str) -> str:
+        return f"started:{ticket}"
+
+    @staticmethod
+    def call_handle(call_id: str, ticket: str) -> str:
+        """What the listener records for re-attachment: the call and its ticket."""
+        return f"{call_id}/{ticket}" if ticket else call_id
+
+    @staticmethod
+    def parse_handle(handle: str) -> tuple[str, str]:
+        call_id, _, ticket = handle.partition("/")
+        return call_id, ticket

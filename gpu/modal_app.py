@@ -16,13 +16,14 @@ containers import the same values:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import modal
 
-from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.qwen_asr_runtime import (
     DEFAULT_ALIGNER_MODEL,
     DEFAULT_ASR_MODEL,
@@ -134,6 +135,8 @@ image = (
     .add_local_python_source("gpu")
 )
 weights_volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
+# Per-request start marks and cancellation flags (gpu/jobs.py CallControl).
+control = modal.Dict.from_name(CallControl.dict_name(settings.app_name), create_if_missing=True)
 app = modal.App(settings.app_name, image=image)
 
 
@@ -186,22 +189,40 @@ class Qwen3TTS:
 
     # Requests that arrive together (any mix of voices, languages, clone and design)
     # become one call here; the runtime turns compatible chunks into batched model calls.
+    # A request is never cancelled through Modal (that would end the whole batch): its
+    # caller sets a flag that is checked between chunk batches, dropping that request.
     @modal.batched(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms)
     def synthesize(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        parsed: list[SynthesisJob | None] = []
-        for job in jobs:
-            try:
-                parsed.append(SynthesisJob.from_wire(job))
-            except ValueError:
-                parsed.append(None)
-        runnable = [job for job in parsed if job is not None]
-        results = iter(self.runtime.synthesize(runnable))
-        return [
-            next(results).to_wire()
-            if job is not None
-            else SynthesisResult.failure("malformed job", retryable=False).to_wire()
-            for job in parsed
-        ]
+        return run_batch(self.runtime, jobs, control)
+
+
+def run_batch(runtime: QwenRuntime, jobs: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
+    """One batch of wire requests through the runtime, honouring the control Dict
+    `store`: each request is marked started, and one whose cancellation flag is set
+    (before or during the batch) is dropped with a "cancelled" result."""
+    parsed: list[SynthesisJob | None] = []
+    for wire in jobs:
+        try:
+            parsed.append(SynthesisJob.from_wire(wire))
+        except ValueError:
+            parsed.append(None)
+    runnable = [job for job in parsed if job is not None]
+    now = time.time()
+    for job in runnable:
+        if job.ticket:
+            store.put(CallControl.started_key(job.ticket), now)
+
+    def dropped(index: int) -> bool:
+        ticket = runnable[index].ticket
+        return bool(ticket) and bool(store.contains(CallControl.cancel_key(ticket)))
+
+    results = iter(runtime.synthesize(runnable, dropped=dropped))
+    return [
+        next(results).to_wire()
+        if job is not None
+        else SynthesisResult.failure("malformed job", retryable=False).to_wire()
+        for job in parsed
+    ]
 
 
 @app.cls(
@@ -235,19 +256,33 @@ class Qwen3ASR:
         )
         self.runtime.load()
 
-    # Recordings that arrive together become one batched model call.
+    # Recordings that arrive together become one batched model call. One model call
+    # has no point to stop between, so a cancellation flag is honoured at the start.
     @modal.batched(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms)
     def transcribe(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        parsed: list[TranscriptionJob | None] = []
-        for job in jobs:
-            try:
-                parsed.append(TranscriptionJob.from_wire(job))
-            except ValueError:
-                parsed.append(None)
-        results = iter(self.runtime.transcribe([job for job in parsed if job is not None]))
-        return [
-            next(results).to_wire()
-            if job is not None
-            else TranscriptionResult.failure("malformed job", retryable=False).to_wire()
-            for job in parsed
-        ]
+        return run_transcriptions(self.runtime, jobs, control)
+
+
+def run_transcriptions(
+    runtime: AsrRuntime, jobs: list[dict[str, Any]], store: Any
+) -> list[dict[str, Any]]:
+    """One batch of wire transcription requests, each marked started; a request whose
+    cancellation flag is already set is dropped with a "cancelled" result."""
+    parsed: list[TranscriptionJob | TranscriptionResult] = []
+    now = time.time()
+    for wire in jobs:
+        ticket = str(wire.get("ticket") or "")
+        if ticket:
+            store.put(CallControl.started_key(ticket), now)
+        if ticket and store.contains(CallControl.cancel_key(ticket)):
+            parsed.append(TranscriptionResult.failure(CANCELLED_MESSAGE, retryable=False))
+            continue
+        try:
+            parsed.append(TranscriptionJob.from_wire(wire))
+        except ValueError:
+            parsed.append(TranscriptionResult.failure("malformed job", retryable=False))
+    results = iter(runtime.transcribe([j for j in parsed if isinstance(j, TranscriptionJob)]))
+    return [
+        next(results).to_wire() if isinstance(job, TranscriptionJob) else job.to_wire()
+        for job in parsed
+    ]

@@ -1,10 +1,21 @@
 """The engine that runs jobs on the deployed Modal app (gpu/modal_app.py).
 
-Each request is spawned as a Modal FunctionCall whose id is reported to the listener
-(`job.on_call_started`) before waiting, so a restarted listener re-attaches to the
-running call (`job.resume_call_id`) instead of paying for a second one. Waiting polls
-`FunctionCall.get`; asyncio cancellation (user cancel, shutdown, deadline) cancels
-the remote call before `CancelledError` propagates.
+Each request is spawned as a Modal FunctionCall with a fresh ticket; the call id and
+ticket are reported to the listener (`job.on_call_started`) before waiting, so a
+restarted listener re-attaches to the running call (`job.resume_call_id`) instead of
+paying for a second one. The listener forgets the call when an attempt fails, so a
+retry always spawns afresh.
+
+Waiting polls `FunctionCall.get`. Two budgets apply: time queued at Modal (until the
+GPU code marks the request started) has its own, longer limit, and the execution
+limit counts from the start mark, as Modal's own function timeout does.
+
+Stopping (user cancel, deadline) never calls `FunctionCall.cancel()`: with
+`@modal.batched` that would terminate every request in the batch. It sets the
+request's flag in the app's control Dict instead (gpu/jobs.py CallControl), and the
+GPU code drops only that request. When the listener merely stops waiting (shutdown,
+or another listener now holds the task), the remote work is left running for the next
+claimer to re-attach to.
 
 The `modal` module is injected (`sdk=`), so tests drive the engine with a fake SDK;
 by default the real package is imported.
@@ -14,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from typing import Any, Protocol
 
 from gpu.engine import (
@@ -27,9 +40,8 @@ from gpu.engine import (
     JobContext,
     PermanentEngineError,
     RetryableEngineError,
-    deadline,
 )
-from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +51,35 @@ CLASS_NAME = "Qwen3TTS"
 METHOD_NAME = "synthesize"
 DEFAULT_POLL_SECONDS = 25.0
 CANCEL_GRACE_SECONDS = 10.0
+# Queued at Modal (including a cold start) before the GPU code starts the request.
+DEFAULT_QUEUE_TIMEOUT_SECONDS = 60 * 60
+
+
+class _CallGone(Exception):
+    """A re-attached call that Modal no longer knows or keeps: spawn a fresh one."""
 
 
 def classify_modal_error(
     exc: BaseException, sdk: Any, app_name: str, class_name: str = CLASS_NAME
 ) -> EngineError:
     """Map an exception from Modal (or from the remote code) to an EngineError that
-    says whether retrying can help."""
+    says whether retrying (always on a fresh call) can help. Exceptions as raised by
+    modal 1.6.4's client (modal/_utils/function_utils.py `_process_result`)."""
     errors = sdk.exception
     kind = type(exc).__name__
     if isinstance(exc, errors.FunctionTimeoutError):
         return EngineTimeout(f"the GPU job ran past the Modal app's time limit: {exc}")
     if isinstance(exc, errors.OutputExpiredError):
+        # No output and no unfinished input (modal/_functions.py `poll_function`).
         return RetryableEngineError("the GPU job's result expired on Modal before it was collected")
     if isinstance(exc, errors.TimeoutError):
         return EngineTimeout(f"Modal timed out ({kind}): {exc}")
-    if isinstance(exc, errors.InputCancellation):
-        return PermanentEngineError("the GPU job was cancelled on Modal")
+    if isinstance(exc, errors.RemoteError):
+        # A terminated input: no result data, only a status. Cancels of this request
+        # are told apart by the engine (its own flag); what is left is someone else's
+        # doing (a batch-mate cancelled through Modal, a container stopped or
+        # preempted), which a fresh call does not repeat.
+        return RetryableEngineError(f"the GPU job was terminated on Modal ({kind}): {exc}")
     if isinstance(exc, errors.NotFoundError):
         return EngineUnavailable(
             f"Modal app {app_name!r} (class {class_name}) was not found: deploy it with "
@@ -86,7 +110,8 @@ def classify_modal_error(
         | errors.RequestSizeError,
     ):
         return PermanentEngineError(f"Modal rejected the request ({kind}): {exc}")
-    # An exception raised by the app's own code, re-raised here by Modal.
+    # An exception raised by the app's own code, re-raised here by Modal. Out of GPU
+    # memory is worth a fresh call (another container, an emptier GPU).
     retryable = "OutOfMemory" in kind
     return EngineError(f"the GPU app failed ({kind}): {exc}", retryable=retryable)
 
@@ -110,6 +135,7 @@ class ModalEngine:
         method_name: str = METHOD_NAME,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         timeout_seconds: float | None = DEFAULT_TIMEOUT_SECONDS,
+        queue_timeout_seconds: float | None = DEFAULT_QUEUE_TIMEOUT_SECONDS,
     ) -> None:
         if sdk is None:
             try:
@@ -123,8 +149,10 @@ class ModalEngine:
         self.class_name = class_name
         self.method_name = method_name
         self.poll_seconds = poll_seconds
-        self.timeout_seconds = timeout_seconds
+        self.timeout_seconds = timeout_seconds  # execution, from the start mark
+        self.queue_timeout_seconds = queue_timeout_seconds  # queued, before the start mark
         self._instance: Any = None
+        self._control: Any = None
 
     async def clone(self, request: CloneRequest, job: JobContext) -> Audio:
         return await self._run(SynthesisJob.for_clone(request), job)
@@ -134,6 +162,7 @@ class ModalEngine:
 
     async def aclose(self) -> None:
         self._instance = None
+        self._control = None
 
     def _method(self) -> Any:
         if self._instance is None:
@@ -143,62 +172,146 @@ class ModalEngine:
             self._instance = cls()
         return getattr(self._instance, self.method_name)
 
+    def control(self) -> Any:
+        """The app's control Dict (lazy, like every Modal `from_name`)."""
+        if self._control is None:
+            self._control = self.sdk.Dict.from_name(
+                CallControl.dict_name(self.app_name), create_if_missing=True
+            )
+        return self._control
+
     async def _run(self, work: SynthesisJob, job: JobContext) -> Audio:
-        async with deadline(self.timeout_seconds, f"Modal task {job.task_id}"):
-            try:
-                call = await self._attach_or_spawn(work, job)
-                try:
-                    result = await self._wait(call)
-                except asyncio.CancelledError:
-                    await self._cancel_remote(call, job)
-                    raise
-            except (asyncio.CancelledError, EngineError):
-                raise
-            except (Exception, self.sdk.exception.InputCancellation) as exc:
-                raise classify_modal_error(exc, self.sdk, self.app_name) from exc
-        audio = SynthesisResult.from_wire(result).unwrap()
+        outcome = SynthesisResult.from_wire(await self.call(work, job))
+        if outcome.audio is None and outcome.error_message == CANCELLED_MESSAGE:
+            raise PermanentEngineError("the GPU job was cancelled (its cancellation flag is set)")
+        audio = outcome.unwrap()
         await job.on_progress(1.0)
         return audio
 
-    async def _attach_or_spawn(self, work: WireJob, job: JobContext) -> Any:
+    async def call(self, work: WireJob, job: JobContext) -> Any:
+        """Runs one request on the bound class's method and returns its raw result:
+        re-attached or spawned, supervised, stopped when cancelled. Every failure is
+        an EngineError (or CancelledError)."""
+        try:
+            return await self._call(work, job)
+        except (asyncio.CancelledError, EngineError):
+            raise
+        except Exception as exc:
+            raise classify_modal_error(exc, self.sdk, self.app_name, self.class_name) from exc
+
+    async def _call(self, work: WireJob, job: JobContext) -> Any:
         if job.resume_call_id:
+            call_id, ticket = CallControl.parse_handle(job.resume_call_id)
+            # FunctionCall.from_id is lazy: it never checks that the call exists
+            # (modal/_functions.py `_FunctionCall.from_id`, hydrate_lazily=True). A
+            # call that is gone shows up when it is read.
+            call = self.sdk.FunctionCall.from_id(call_id)
+            log.info("task %s re-attaches to Modal call %s", job.task_id, call_id)
             try:
-                call = self.sdk.FunctionCall.from_id(job.resume_call_id)
-                log.info("task %s re-attaches to Modal call %s", job.task_id, job.resume_call_id)
-                return call
-            except self.sdk.exception.NotFoundError:
-                log.warning(
-                    "task %s: Modal call %s is gone; spawning a new one",
-                    job.task_id,
-                    job.resume_call_id,
-                )
-        spawning = asyncio.ensure_future(self._method().spawn.aio(work.to_wire()))
+                return await self._supervise(call, ticket, job, resumed=True)
+            except _CallGone as gone:
+                log.warning("task %s: %s; spawning a new call", job.task_id, gone)
+        call, ticket = await self._spawn(work, job)
+        return await self._supervise(call, ticket, job, resumed=False)
+
+    async def _spawn(self, work: WireJob, job: JobContext) -> tuple[Any, str]:
+        ticket = uuid.uuid4().hex
+        payload = work.to_wire() | {"ticket": ticket}
+        spawning = asyncio.ensure_future(self._method().spawn.aio(payload))
         try:
             call = await asyncio.shield(spawning)
         except asyncio.CancelledError:
-            # The call may exist remotely already: wait for its id, then cancel it.
-            try:
-                orphan = await asyncio.wait_for(spawning, CANCEL_GRACE_SECONDS)
-            except Exception:
-                log.warning(
-                    "task %s: cancelled while spawning; could not cancel the call", job.task_id
-                )
-            else:
-                await self._cancel_remote(orphan, job)
+            # The call may exist remotely already: flag it so the GPU code drops it.
+            if not job.keep_remote_work():
+                await self._flag_cancelled(ticket, job)
             raise
-        await job.on_call_started(call.object_id)
-        return call
+        await job.on_call_started(CallControl.call_handle(call.object_id, ticket))
+        return call, ticket
 
-    async def _wait(self, call: Any) -> Any:
+    async def _supervise(self, call: Any, ticket: str, job: JobContext, *, resumed: bool) -> Any:
+        """Waits for the call; stops its remote work when the wait is cancelled or a
+        budget runs out (unless the listener only stops waiting)."""
+        try:
+            return await self._wait(call, ticket, resumed=resumed)
+        except (asyncio.CancelledError, EngineTimeout):
+            if not job.keep_remote_work():
+                await self._stop_remote(call, ticket, job)
+            raise
+        except self.sdk.exception.RemoteError as exc:
+            if ticket and await self._is_flagged(ticket):
+                raise PermanentEngineError("the GPU job was cancelled on Modal") from exc
+            raise
+
+    async def _wait(self, call: Any, ticket: str, *, resumed: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        queued_since = loop.time()
+        started_at: float | None = None  # wall clock, from the GPU code's start mark
         while True:
+            limit = self.poll_seconds
+            if started_at is None and ticket:
+                started_at = await self._started_at(ticket)
+            if started_at is None:
+                if self.queue_timeout_seconds is not None:
+                    waited = loop.time() - queued_since
+                    if waited >= self.queue_timeout_seconds:
+                        raise EngineTimeout(
+                            f"the GPU job waited {waited:.0f} s at Modal without starting "
+                            f"(limit {self.queue_timeout_seconds:g} s)"
+                        )
+                    limit = min(limit, self.queue_timeout_seconds - waited)
+            elif self.timeout_seconds is not None:
+                ran = time.time() - started_at
+                if ran >= self.timeout_seconds:
+                    raise EngineTimeout(
+                        f"the GPU job ran {ran:.0f} s (limit {self.timeout_seconds:g} s)"
+                    )
+                limit = min(limit, self.timeout_seconds - ran)
             try:
-                return await call.get.aio(timeout=self.poll_seconds)
+                return await call.get.aio(timeout=max(limit, 0.0))
             except TimeoutError:
-                # Modal raises the builtin TimeoutError when the call is still running
-                # (its own timeouts are modal.exception.TimeoutError subclasses).
+                # The builtin TimeoutError: the call is still running
+                # (modal/_functions.py `poll_function`; Modal's own timeouts subclass
+                # modal.exception.TimeoutError instead).
                 continue
+            except self.sdk.exception.OutputExpiredError as exc:
+                if resumed:
+                    raise _CallGone(f"the result of call {call.object_id} expired") from exc
+                raise
+            except self.sdk.exception.NotFoundError as exc:
+                if resumed:
+                    raise _CallGone(f"Modal no longer knows call {call.object_id}") from exc
+                raise
 
-    async def _cancel_remote(self, call: Any, job: JobContext) -> None:
+    async def _started_at(self, ticket: str) -> float | None:
+        try:
+            value = await self.control().get.aio(CallControl.started_key(ticket))
+        except Exception:
+            log.warning("reading the start mark of %s failed", ticket, exc_info=True)
+            return None
+        return float(value) if isinstance(value, int | float) else None
+
+    async def _is_flagged(self, ticket: str) -> bool:
+        try:
+            return bool(await self.control().contains.aio(CallControl.cancel_key(ticket)))
+        except Exception:
+            log.warning("reading the cancellation flag of %s failed", ticket, exc_info=True)
+            return False
+
+    async def _flag_cancelled(self, ticket: str, job: JobContext) -> None:
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.control().put.aio(CallControl.cancel_key(ticket), time.time())),
+                CANCEL_GRACE_SECONDS,
+            )
+            log.info("task %s: flagged GPU job %s cancelled", job.task_id, ticket)
+        except Exception:
+            log.exception("task %s: flagging GPU job %s cancelled failed", job.task_id, ticket)
+
+    async def _stop_remote(self, call: Any, ticket: str, job: JobContext) -> None:
+        if ticket:
+            await self._flag_cancelled(ticket, job)
+            return
+        # A call recorded before tickets existed: Modal's cancel is all there is.
         try:
             await asyncio.wait_for(asyncio.shield(call.cancel.aio()), CANCEL_GRACE_SECONDS)
             log.info("task %s: cancelled Modal call %s", job.task_id, call.object_id)

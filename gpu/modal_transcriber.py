@@ -2,23 +2,19 @@
 (gpu/modal_app.py, class `Qwen3ASR`).
 
 Calls travel exactly as the speech engine's do (gpu/modal_engine.py): spawned as a
-FunctionCall whose id is reported before waiting, re-attached after a listener
-restart, and cancelled remotely when the asyncio task is cancelled. It drives a
-`ModalEngine` bound to the ASR class for that, so the call handling lives once.
+FunctionCall with a ticket, reported before waiting, re-attached after a listener
+restart, with separate limits for time queued at Modal and time running, and stopped
+through the ticket's cancellation flag (the ASR method is batched too, so Modal's own
+cancel would end every recording of the batch). It drives a `ModalEngine` bound to
+the ASR class for that, so the call handling lives once.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from gpu.engine import (
-    DEFAULT_TIMEOUT_SECONDS,
-    EngineError,
-    JobContext,
-    deadline,
-)
-from gpu.modal_engine import ModalEngine, classify_modal_error
+from gpu.engine import DEFAULT_TIMEOUT_SECONDS, JobContext
+from gpu.modal_engine import ModalEngine
 from gpu.transcription import Transcript, TranscriptionJob, TranscriptionResult
 
 # Must match gpu/modal_app.py (not imported from there: it builds the app on import).
@@ -44,28 +40,12 @@ class ModalTranscriber:
             app_name,
             class_name=ASR_CLASS_NAME,
             method_name=ASR_METHOD_NAME,
-            timeout_seconds=None,  # the deadline is ours, below
+            timeout_seconds=timeout_seconds,
             **options,
         )
-        self.timeout_seconds = timeout_seconds
 
     async def transcribe(self, job: TranscriptionJob, context: JobContext) -> Transcript:
-        calls = self._calls
-        async with deadline(self.timeout_seconds, f"Modal transcription {context.task_id}"):
-            try:
-                call = await calls._attach_or_spawn(job, context)
-                try:
-                    result = await calls._wait(call)
-                except asyncio.CancelledError:
-                    await calls._cancel_remote(call, context)
-                    raise
-            except (asyncio.CancelledError, EngineError):
-                raise
-            except (Exception, calls.sdk.exception.InputCancellation) as exc:
-                raise classify_modal_error(
-                    exc, calls.sdk, calls.app_name, class_name=ASR_CLASS_NAME
-                ) from exc
-        transcript = TranscriptionResult.from_wire(result).unwrap()
+        transcript = TranscriptionResult.from_wire(await self._calls.call(job, context)).unwrap()
         await context.on_progress(1.0)
         return transcript
 

@@ -9,7 +9,7 @@ Configuration (environment):
   (default: bfloat16 on cuda, float32 on cpu).
 
 Model calls are blocking, so they run in a worker thread. Cancellation stops waiting at
-once and stops generation at the next chunk boundary.
+once and stops generation after the chunk being generated (one chunk per model call).
 """
 
 from __future__ import annotations
@@ -182,6 +182,10 @@ class QwenLocalEngine:
                     dtype=self._dtype or dtype,
                     generate_options=self._generate_options,
                     max_chunk_chars=self._max_chunk_chars or DEFAULT_MAX_CHARS,
+                    # One job at a time runs here, so batching only merges its own
+                    # chunks; one chunk per model call makes every chunk a point
+                    # where a cancel is seen.
+                    max_batch_items=1,
                 )
                 runtime = QwenRuntime(settings)
                 await asyncio.to_thread(runtime.load)

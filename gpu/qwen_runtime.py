@@ -23,7 +23,7 @@ from typing import Any
 
 from gpu.audio import decode_wav, encode_wav, join_chunks
 from gpu.engine import Audio
-from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob, SynthesisResult
 from gpu.text import DEFAULT_MAX_CHARS, chunk_text
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,23 @@ def float_to_pcm16(waveform: Any) -> array[int]:
     samples = array("h")
     samples.frombytes((clipped * 32767.0).round().astype("<i2").tobytes())
     return samples
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError (torch.cuda.OutOfMemoryError is the same class), without
+    importing torch for the check."""
+    return "OutOfMemory" in type(exc).__name__
+
+
+def _release_gpu_memory() -> None:
+    """After an out-of-memory error, hand the allocator's cached blocks back so the
+    next model call starts from a clean slate."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class QwenRuntime:
@@ -134,29 +151,33 @@ class QwenRuntime:
     def clone_prompt(self, job: SynthesisJob) -> Any:
         """The voice's clone prompt, from the cache or encoded now. The key includes a
         hash of the reference so a voice whose recording changed is re-encoded."""
-        key = _fingerprint(job)
-        cached = self._prompts.get(key)
-        if cached is not None:
-            self._prompts.move_to_end(key)
-            self.prompt_cache_hits += 1
-            return cached
         import numpy as np
 
-        self.prompt_cache_misses += 1
-        reference = decode_wav(job.reference_wav)
-        waveform = (
-            np.frombuffer(reference.samples.tobytes(), dtype=np.int16).astype(np.float32) / 32768.0
-        )
+        key = _fingerprint(job)
+        # The cache is shared by every thread that calls the runtime (the in-process
+        # engine runs each job in its own worker thread): read and change it only
+        # under the lock, the same one that serialises model calls.
         with self._lock:
+            cached = self._prompts.get(key)
+            if cached is not None:
+                self._prompts.move_to_end(key)
+                self.prompt_cache_hits += 1
+                return cached
+            self.prompt_cache_misses += 1
+            reference = decode_wav(job.reference_wav)
+            waveform = (
+                np.frombuffer(reference.samples.tobytes(), dtype=np.int16).astype(np.float32)
+                / 32768.0
+            )
             items = self._models["clone"].create_voice_clone_prompt(
                 ref_audio=(waveform, reference.sample_rate),
                 ref_text=job.reference_transcript,
             )
-        prompt = items[0]
-        self._prompts[key] = prompt
-        while len(self._prompts) > self.settings.prompt_cache_size:
-            self._prompts.popitem(last=False)
-        return prompt
+            prompt = items[0]
+            self._prompts[key] = prompt
+            while len(self._prompts) > self.settings.prompt_cache_size:
+                self._prompts.popitem(last=False)
+            return prompt
 
     # -- synthesis ---------------------------------------------------------------
 
@@ -166,9 +187,14 @@ class QwenRuntime:
         *,
         should_stop: Callable[[], bool] = lambda: False,
         on_progress: Callable[[float], None] = lambda fraction: None,
+        dropped: Callable[[int], bool] = lambda index: False,
     ) -> list[SynthesisResult]:
         """Generate every job; chunks of jobs of the same kind share model calls.
-        A job that cannot run gets an error result; the others still run."""
+        A job that cannot run gets an error result; the others still run.
+
+        Between two model calls, `should_stop()` ends everything (the one caller is
+        gone) and `dropped(index)` ends one job (its caller cancelled it): that job
+        gets a non-retryable "cancelled" result and the rest of the batch goes on."""
         results: list[SynthesisResult | None] = [None] * len(jobs)
         units: dict[JobKind, list[_Unit]] = {"clone": [], "design": []}
         for index, job in enumerate(jobs):
@@ -182,9 +208,17 @@ class QwenRuntime:
                     prompt = self.clone_prompt(job)
                 except Exception as exc:  # a bad reference fails its job only
                     log.exception("clone prompt for voice %s failed", job.voice_id)
-                    results[index] = SynthesisResult.failure(
-                        f"could not encode the reference audio: {exc}", retryable=False
-                    )
+                    if _out_of_memory(exc):
+                        # Not the reference's fault: a fresh call may well fit.
+                        _release_gpu_memory()
+                        results[index] = SynthesisResult.failure(
+                            f"out of GPU memory while encoding the reference: {exc}",
+                            retryable=True,
+                        )
+                    else:
+                        results[index] = SynthesisResult.failure(
+                            f"could not encode the reference audio: {exc}", retryable=False
+                        )
                     continue
             for chunk in chunk_text(job.text, self.settings.max_chunk_chars):
                 units[job.kind].append(_Unit(index, chunk, prompt))
@@ -197,6 +231,9 @@ class QwenRuntime:
             for start in range(0, len(group), step):
                 if should_stop():
                     raise GenerationStopped()
+                for index in {u.job_index for u in group[start:]}:
+                    if results[index] is None and dropped(index):
+                        results[index] = SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False)
                 batch = [u for u in group[start : start + step] if results[u.job_index] is None]
                 if not batch:
                     continue
@@ -204,7 +241,9 @@ class QwenRuntime:
                     generated = self._generate(kind, batch, jobs)
                 except Exception as exc:
                     log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
-                    retryable = "OutOfMemory" in type(exc).__name__
+                    retryable = _out_of_memory(exc)
+                    if retryable:
+                        _release_gpu_memory()
                     for unit in batch:
                         results[unit.job_index] = SynthesisResult.failure(
                             f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable

@@ -64,7 +64,10 @@ class ListenerSettings(BaseSettings):
     max_attempts: PositiveInt = 3
     backoff_base_seconds: PositiveFloat = 2.0
     backoff_max_seconds: PositiveFloat = 300.0
-    job_timeout_seconds: PositiveFloat = 1800.0
+    # The outer safety net around any engine. Engines keep their own, tighter limits;
+    # the Modal engine's are 3600 s queued at Modal plus 1800 s running, so this must
+    # exceed both together or the listener would give up on a job Modal still runs.
+    job_timeout_seconds: PositiveFloat = 5700.0
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # The safety net under LISTEN/NOTIFY: a queue is read at least this often.
     poll_interval_seconds: PositiveFloat = 5.0

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
 
 from gpu.engine import Audio, EngineError, EngineTimeout, JobContext
 from listener.checkout import CheckoutConsumer, StripeCheckout
@@ -168,9 +171,17 @@ class Listener:
     def _claimed(self, queue: str, row: dict[str, Any]) -> bool:
         claim = row["claim"]
         outcome = claim["outcome"]
-        if outcome == "claimed":
-            return True
         ids = {"queue": queue, "msg_id": row["msg_id"], "claim": claim}
+        if outcome == "claimed":
+            task_id = str(claim["job"]["task_id"])
+            if task_id not in self.running:
+                return True
+            # Our claim lapsed (e.g. the database was unreachable for longer than the
+            # visibility timeout) and we read the message again: the run in progress
+            # holds the task again, its heartbeats carry on, and nothing starts twice.
+            log.info("already running here: claim re-attached", extra=ids)
+            self.metrics.count("claim_reattached", queue)
+            return False
         if outcome in ("malformed", "wrong_queue"):
             log.error("message dead-lettered: %s", outcome, extra=ids)
             self.metrics.count("malformed", queue)
@@ -207,19 +218,29 @@ class Listener:
         job = Job.from_description(row["claim"]["job"])
         self.metrics.picked_up(job.type, time.time() - row["enqueued_at"].timestamp())
         ids = {"queue": queue, "msg_id": row["msg_id"], "task_id": job.task_id}
+        if job.task_id in self.running:  # claimed twice in one batch: one run only
+            log.info("already running here", extra=ids)
+            return
         running = RunningJob(queue, int(row["msg_id"]))
         self.running[job.task_id] = running
+        log.info("job started", extra=ids | {"type": job.type, "attempt": job.attempt})
         try:
             await self._run(job, running, ids)
+        except psycopg.OperationalError as exc:
+            # The database stayed out of reach past the retry deadline while settling:
+            # the task is still claimed, and comes back after its visibility timeout.
+            log.warning("could not settle: %s", exc, extra=ids)
+            self.metrics.count("unsettled", job.type)
         finally:
-            del self.running[job.task_id]
+            if self.running.get(job.task_id) is running:
+                del self.running[job.task_id]
+            log.info("job ended", extra=ids)
 
     async def _run(self, job: Job, running: RunningJob, ids: dict[str, Any]) -> None:
         if self.stopping.is_set():
             await self._settle_stopped(job, running, "shutdown", ids)
             return
         started = time.monotonic()
-        log.info("job started", extra=ids | {"type": job.type, "attempt": job.attempt})
         keep_alive = asyncio.create_task(self._keep_alive(job, running))
         try:
             audio = await self._run_engine(job, running)
@@ -248,6 +269,8 @@ class Listener:
 
     async def _run_engine(self, job: Job, running: RunningJob) -> Audio:
         async def progress(fraction: float) -> None:
+            if not math.isfinite(fraction):
+                return  # an engine's slip; worker.heartbeat would refuse it
             running.progress = fraction
             running.progress_changed.set()
 
@@ -264,6 +287,7 @@ class Listener:
             resume_call_id=job.resume_call_id,
             on_call_started=call_started,
             on_progress=progress,
+            keep_remote_work=lambda: running.stop_reason in ("shutdown", "lost"),
         )
         running.engine_task = asyncio.create_task(self.handlers.run(job, context))
         done, _ = await asyncio.wait(
@@ -333,9 +357,15 @@ class Listener:
                 }
             ),
         )
-        if outcome in ("cancelled", "failed", "missing"):
-            # Ended while the audio was being made: keep no orphan behind.
+        if outcome == "missing":
+            # The task row itself is gone, and with it the database's record of this
+            # output: only this process knows the object exists.
             await self.store.delete(job.output_bucket, job.output_key)
+            self.metrics.count("discarded_missing", job.type)
+        elif outcome in ("cancelled", "failed", "already_completed", "not_running"):
+            # Ended (or handed on) while the audio was being made. complete_task queued
+            # the object's removal itself unless it is a live subject's audio, in the
+            # same transaction as this answer, so a crash from here on keeps nothing.
             self.metrics.count(f"discarded_{outcome}", job.type)
         else:
             self.metrics.count("completed", job.type)

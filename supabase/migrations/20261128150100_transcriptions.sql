@@ -190,27 +190,14 @@ $$;
 
 -- The listener's API -----------------------------------------------------------
 
--- The queue lists of these three, with 'transcribe' added; nothing else differs.
-create or replace function worker.read_messages(queue text, visibility_seconds integer, quantity integer)
-returns table (msg_id bigint, read_ct integer, enqueued_at timestamptz, message jsonb)
-language plpgsql security definer set search_path = '' as $$
+-- The worker's queues (read_messages, archive_message, claim_task and claim_next all
+-- check this list), with 'transcribe' added.
+create or replace function private.check_worker_queue(queue text) returns void
+language plpgsql immutable set search_path = '' as $$
 begin
-  if queue not in ('generate', 'design_preview', 'clone', 'transcribe', 'storage_cleanup') then
+  if queue is null or queue not in ('generate', 'design_preview', 'clone', 'transcribe', 'storage_cleanup') then
     raise exception using errcode = '22023', message = format('unknown queue %L', queue);
   end if;
-  return query
-    select m.msg_id, m.read_ct, m.enqueued_at, m.message
-    from pgmq.read(queue, visibility_seconds, quantity) m;
-end
-$$;
-
-create or replace function worker.archive_message(queue text, msg_id bigint) returns boolean
-language plpgsql security definer set search_path = '' as $$
-begin
-  if queue not in ('generate', 'design_preview', 'clone', 'transcribe', 'storage_cleanup') then
-    raise exception using errcode = '22023', message = format('unknown queue %L', queue);
-  end if;
-  return pgmq.archive(queue, msg_id);
 end
 $$;
 

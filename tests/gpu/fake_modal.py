@@ -1,8 +1,32 @@
-"""A FAKE of the parts of Modal's SDK the Modal engine uses (`Cls.from_name`, a
-method's `.spawn.aio`, `FunctionCall.from_id`, `.get.aio(timeout=)`, `.cancel.aio()`),
-because Modal cannot be reached from tests. It keeps Modal's real exception classes
-(`modal.exception`) and its polling contract: `get` raises the builtin TimeoutError
-while a call is still running. Deployed methods are async Python handlers."""
+"""A FAKE of the parts of Modal's SDK the Modal engine uses, because Modal cannot be
+reached from tests. It mirrors the client and container code of `modal` 1.6.4 (read
+from the package's source; file names below are inside the `modal` package) and keeps
+Modal's real exception classes (`modal.exception`). Deployed methods are async Python
+handlers, one per input; inputs can be grouped into a batch that shares one context,
+as `@modal.batched` does.
+
+What is mirrored, and where the real behaviour lives:
+- `FunctionCall.from_id` is lazy and never fails, whatever the id
+  (_functions.py `_FunctionCall.from_id`: a loader with `hydrate_lazily=True` that only
+  records the id). An id Modal does not know fails when read: the server answers
+  NOT_FOUND, which the client raises as `NotFoundError` (_grpc_client.py, the status
+  to exception table).
+- `get(timeout=)` raises the builtin `TimeoutError` while the call runs, and
+  `OutputExpiredError` when there is neither an output nor an unfinished input
+  (_functions.py `_Invocation.poll_function`). Outputs are read with
+  `clear_on_success=False`, so a finished call can be read again until it expires.
+- A failure raised by the remote code is re-raised as that exception; a terminated
+  input (cancelled, or its container stopped) has a result with status TERMINATED and
+  no data, which the client raises as `RemoteError` (_utils/function_utils.py
+  `_process_result`; the container writes those results in
+  _runtime/container_io_manager.py `IOContext.output_items_cancellation`).
+- `cancel()` cancels the call's inputs, and every input of a batch shares its
+  IOContext, so cancelling one input terminates the whole batch
+  (_runtime/container_io_manager.py: `current_inputs[input_id] = io_context` for each
+  input of a batch; `_heartbeat_handle_cancellations` cancels that context).
+- `Dict.from_name(name, create_if_missing=True)` with `get`, `put`, `contains`, each
+  callable directly (container code) or as `.aio` (dict.py `_Dict`).
+"""
 
 from __future__ import annotations
 
@@ -17,41 +41,102 @@ import modal.exception
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-class _Aio:
-    """Modal exposes async variants as `.aio` attributes of its methods."""
+class _Method:
+    """Modal's methods are callable directly and as `.aio` (synchronicity)."""
 
-    def __init__(self, function: Callable[..., Awaitable[Any]]) -> None:
-        self.aio = function
+    def __init__(self, sync: Callable[..., Any], aio: Callable[..., Awaitable[Any]]) -> None:
+        self._sync = sync
+        self.aio = aio
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sync(*args, **kwargs)
+
+
+def _aio_only(function: Callable[..., Awaitable[Any]]) -> _Method:
+    def sync(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the engine must use the .aio variant")
+
+    return _Method(sync, function)
 
 
 @dataclass
-class FakeFunctionCall:
-    object_id: str
+class _Batch:
+    """The IOContext that the inputs of one batched call share."""
+
+    inputs: list[_Input] = field(default_factory=list)
+
+    def terminate(self) -> None:
+        for item in self.inputs:
+            item.terminated = True
+            item.task.cancel()
+
+
+@dataclass
+class _Input:
+    """One input on Modal's side: its running handler and its fate."""
+
+    call_id: str
     task: asyncio.Task[Any]
     payload: dict[str, Any]
-    cancelled: bool = False
+    batch: _Batch
+    terminated: bool = False
+    expired: bool = False
     polls: int = 0
-    get: _Aio = field(init=False)
-    cancel: _Aio = field(init=False)
+    cancel_requests: int = 0
 
-    def __post_init__(self) -> None:
-        self.get = _Aio(self._get)
-        self.cancel = _Aio(self._cancel)
+
+class FakeFunctionCall:
+    """A client-side handle, as `spawn` or `from_id` return it."""
+
+    def __init__(self, fake: FakeModal, object_id: str) -> None:
+        self._fake = fake
+        self.object_id = object_id
+        self.get = _aio_only(self._get)
+        self.cancel = _aio_only(self._cancel)
+
+    def _input(self) -> _Input:
+        found = self._fake.inputs.get(self.object_id)
+        if found is None:
+            raise modal.exception.NotFoundError(f"Function call {self.object_id} not found")
+        return found
 
     async def _get(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (Modal's signature)
-        self.polls += 1
-        if self.cancelled:
-            raise modal.exception.InputCancellation("input was cancelled")
-        done, _ = await asyncio.wait({self.task}, timeout=timeout)
-        if self.cancelled:
-            raise modal.exception.InputCancellation("input was cancelled")
-        if not done:
+        item = self._input()
+        item.polls += 1
+        if item.expired:
+            raise modal.exception.OutputExpiredError()
+        await asyncio.wait({item.task}, timeout=timeout)
+        if item.terminated:
+            raise modal.exception.RemoteError("")
+        if not item.task.done():
             raise TimeoutError()
-        return self.task.result()
+        return item.task.result()  # a handler's exception is re-raised as itself
 
     async def _cancel(self, terminate_containers: bool = False) -> None:
-        self.cancelled = True
-        self.task.cancel()
+        item = self._input()
+        item.cancel_requests += 1
+        item.batch.terminate()
+
+
+class FakeDict:
+    def __init__(self) -> None:
+        self.data: dict[Any, Any] = {}
+
+        async def get(key: Any, default: Any = None) -> Any:
+            return self.data.get(key, default)
+
+        async def put(key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
+            if skip_if_exists and key in self.data:
+                return False
+            self.data[key] = value
+            return True
+
+        async def contains(key: Any) -> bool:
+            return key in self.data
+
+        self.get = _Method(lambda key, default=None: self.data.get(key, default), get)
+        self.put = _Method(lambda key, value: self.data.__setitem__(key, value) or True, put)
+        self.contains = _Method(lambda key: key in self.data, contains)
 
 
 class FakeModal:
@@ -61,7 +146,8 @@ class FakeModal:
 
     def __init__(self) -> None:
         self.deployed: dict[tuple[str, str, str], Handler] = {}
-        self.calls: dict[str, FakeFunctionCall] = {}
+        self.inputs: dict[str, _Input] = {}
+        self.dicts: dict[str, FakeDict] = {}
         self.spawn_error: BaseException | None = None
         self.spawned = asyncio.Event()
         self._ids = itertools.count(1)
@@ -75,12 +161,20 @@ class FakeModal:
         class FunctionCall:
             @staticmethod
             def from_id(call_id: str) -> FakeFunctionCall:
-                if call_id not in fake.calls:
-                    raise modal.exception.NotFoundError(f"FunctionCall {call_id} not found")
-                return fake.calls[call_id]
+                return FakeFunctionCall(fake, call_id)
+
+        class Dict:
+            @staticmethod
+            def from_name(name: str, *, create_if_missing: bool = False) -> FakeDict:
+                if name not in fake.dicts:
+                    if not create_if_missing:
+                        raise modal.exception.NotFoundError(f"Dict {name!r} not found")
+                    fake.dicts[name] = FakeDict()
+                return fake.dicts[name]
 
         self.Cls = Cls
         self.FunctionCall = FunctionCall
+        self.Dict = Dict
 
     def deploy(self, app_name: str, class_name: str, method: str, handler: Handler) -> None:
         self.deployed[(app_name, class_name, method)] = handler
@@ -94,10 +188,28 @@ class FakeModal:
                 f"Lookup failed for Cls '{key[1]}' from the '{key[0]}' app"
             )
         call_id = f"fc-{next(self._ids):04d}"
-        call = FakeFunctionCall(call_id, asyncio.ensure_future(handler(payload)), payload)
-        self.calls[call_id] = call
+        batch = _Batch()
+        item = _Input(call_id, asyncio.ensure_future(handler(payload)), payload, batch)
+        batch.inputs.append(item)
+        self.inputs[call_id] = item
         self.spawned.set()
-        return call
+        return FakeFunctionCall(self, call_id)
+
+    def batch_together(self, *call_ids: str) -> None:
+        """Modal put these inputs into one batched call: one shared context."""
+        shared = _Batch()
+        for call_id in call_ids:
+            item = self.inputs[call_id]
+            item.batch = shared
+            shared.inputs.append(item)
+
+    def expire(self, call_id: str) -> None:
+        """Modal no longer keeps this call's output."""
+        self.inputs[call_id].expired = True
+
+    def terminate_container(self, call_id: str) -> None:
+        """The container running this input stopped (preemption, a crash)."""
+        self.inputs[call_id].batch.terminate()
 
 
 class _Instance:
@@ -112,4 +224,4 @@ class _Instance:
             await asyncio.sleep(0)  # a network round trip
             return self._fake.spawn(key, payload)
 
-        return type("FakeMethod", (), {"spawn": _Aio(spawn)})()
+        return type("FakeMethod", (), {"spawn": _aio_only(spawn)})()

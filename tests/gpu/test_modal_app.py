@@ -13,13 +13,14 @@ import pytest
 from modal._utils.async_utils import synchronizer
 
 from gpu import modal_app
-from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME
 from gpu.modal_transcriber import ASR_CLASS_NAME, ASR_METHOD_NAME
 from gpu.qwen_asr_runtime import AsrRuntime, AsrRuntimeSettings
 from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
 from gpu.reference import normalize_reference
 from gpu.transcription import TranscriptionJob, TranscriptionResult
+from tests.gpu.fake_modal import FakeDict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,6 +120,37 @@ def test_the_batched_method_runs_a_mixed_batch(
     assert first.audio is not None and third.audio is not None
     assert first.audio.sample_rate == 24_000
     assert malformed.audio is None and "malformed" in malformed.error_message
+
+
+def test_a_cancelled_request_is_dropped_and_its_batch_mates_still_run(
+    tiny_models: dict[str, Path],
+) -> None:
+    """The per-request cancellation the engine relies on (gpu/jobs.py CallControl):
+    every request is marked started, and one whose flag is set gets a "cancelled"
+    result while the rest of the batch is generated."""
+    runtime = QwenRuntime(
+        RuntimeSettings(
+            base_model=None,
+            design_model=str(tiny_models["design"]),
+            generate_options={"max_new_tokens": 8},
+        )
+    )
+    runtime.load()
+    store = FakeDict()
+    store.put(CallControl.cancel_key("dropped"), 1.0)
+    jobs = [
+        SynthesisJob(
+            kind="design", text="Hello.", language="English", instruct="a calm voice", ticket=t
+        ).to_wire()
+        for t in ("kept", "dropped")
+    ]
+    kept, dropped = (
+        SynthesisResult.from_wire(r) for r in modal_app.run_batch(runtime, jobs, store)
+    )
+    assert kept.audio is not None
+    assert (dropped.audio, dropped.error_message) == (None, CANCELLED_MESSAGE)
+    assert not dropped.error_retryable
+    assert {CallControl.started_key("kept"), CallControl.started_key("dropped")} <= set(store.data)
 
 
 def test_the_asr_class_has_the_names_the_transcriber_looks_up_and_batches() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import modal.exception
@@ -18,7 +19,7 @@ from gpu.engine import (
     EngineUnavailable,
     JobContext,
 )
-from gpu.jobs import SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME, ModalEngine, classify_modal_error
 from tests.gpu.fake_modal import FakeModal
 
@@ -30,10 +31,17 @@ DESIGN = DesignRequest("Hello there.", "English", "a calm old man")
 
 
 class Recorder:
-    def __init__(self, task_id: str = "task-1", resume_call_id: str | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str = "task-1",
+        resume_call_id: str | None = None,
+        keep_remote_work: bool = False,
+    ) -> None:
         self.call_ids: list[str] = []
         self.progress: list[float] = []
-        self.job = JobContext(task_id, resume_call_id, self._started, self._progress)
+        self.job = JobContext(
+            task_id, resume_call_id, self._started, self._progress, lambda: keep_remote_work
+        )
 
     async def _started(self, call_id: str) -> None:
         self.call_ids.append(call_id)
@@ -48,6 +56,14 @@ def deployed(handler: Any) -> FakeModal:
     return fake
 
 
+def control(fake: FakeModal) -> Any:
+    return fake.Dict.from_name(CallControl.dict_name(APP), create_if_missing=True)
+
+
+def engine(fake: FakeModal, **options: Any) -> ModalEngine:
+    return ModalEngine(APP, sdk=fake, poll_seconds=0.01, **options)
+
+
 async def answer(payload: dict[str, Any]) -> dict[str, Any]:
     SynthesisJob.from_wire(payload)  # the app would reject a malformed job
     return SynthesisResult(audio=AUDIO).to_wire()
@@ -58,22 +74,53 @@ async def forever(payload: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-async def wait_for_call(fake: FakeModal) -> None:
-    await fake.spawned.wait()
+def gpu_code(
+    fake: FakeModal, *, queued: float = 0.0, chunks: int = 1_000_000, chunk_seconds: float = 0.01
+) -> Any:
+    """What gpu/modal_app.py does with one request (run_batch): after `queued` seconds
+    at Modal it marks the request started, then generates chunk after chunk, checking
+    the request's cancellation flag between them."""
+
+    async def handler(payload: dict[str, Any]) -> dict[str, Any]:
+        ticket = payload["ticket"]
+        await asyncio.sleep(queued)
+        store = control(fake)
+        store.put(CallControl.started_key(ticket), time.time())
+        for _ in range(chunks):
+            if store.contains(CallControl.cancel_key(ticket)):
+                return SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False).to_wire()
+            await asyncio.sleep(chunk_seconds)
+        return SynthesisResult(audio=AUDIO).to_wire()
+
+    return handler
 
 
-async def test_clone_spawns_reports_the_call_id_and_returns_audio() -> None:
+async def spawned(fake: FakeModal, count: int) -> None:
+    while len(fake.inputs) < count:
+        fake.spawned.clear()
+        await fake.spawned.wait()
+
+
+def only_input(fake: FakeModal) -> Any:
+    (item,) = fake.inputs.values()
+    return item
+
+
+def flagged(fake: FakeModal, item: Any) -> bool:
+    return CallControl.cancel_key(item.payload["ticket"]) in control(fake).data
+
+
+async def test_clone_spawns_reports_the_call_and_ticket_and_returns_audio() -> None:
     fake = deployed(answer)
-    engine = ModalEngine(APP, sdk=fake, poll_seconds=0.01)
     recorder = Recorder()
-    audio = await engine.clone(CLONE, recorder.job)
+    audio = await engine(fake).clone(CLONE, recorder.job)
     assert audio == AUDIO
-    (call_id,) = fake.calls
-    assert recorder.call_ids == [call_id]
+    item = only_input(fake)
+    assert recorder.call_ids == [CallControl.call_handle(item.call_id, item.payload["ticket"])]
     assert recorder.progress == [1.0]
-    sent = fake.calls[call_id].payload
-    assert sent["kind"] == "clone" and sent["voice_id"] == "voice-1"
-    assert sent["reference_wav"] == b"RIFF-reference"
+    assert item.payload["kind"] == "clone" and item.payload["voice_id"] == "voice-1"
+    assert item.payload["reference_wav"] == b"RIFF-reference"
+    assert len(item.payload["ticket"]) == 32
 
 
 async def test_design_polls_until_the_call_finishes() -> None:
@@ -83,66 +130,151 @@ async def test_design_polls_until_the_call_finishes() -> None:
         return await answer(payload)
 
     fake = deployed(slow)
-    audio = await ModalEngine(APP, sdk=fake, poll_seconds=0.005).design(DESIGN, Recorder().job)
-    assert audio == AUDIO
-    (call,) = fake.calls.values()
-    assert call.polls > 1
+    assert await engine(fake).design(DESIGN, Recorder().job) == AUDIO
+    assert only_input(fake).polls > 1
 
 
 async def test_a_restarted_listener_reattaches_instead_of_spawning() -> None:
     fake = deployed(answer)
     earlier = fake.spawn((APP, CLASS_NAME, METHOD_NAME), SynthesisJob.for_clone(CLONE).to_wire())
-    recorder = Recorder(resume_call_id=earlier.object_id)
-    audio = await ModalEngine(APP, sdk=fake, poll_seconds=0.01).clone(CLONE, recorder.job)
-    assert audio == AUDIO
-    assert list(fake.calls) == [earlier.object_id]  # no second (paid) call
+    recorder = Recorder(resume_call_id=CallControl.call_handle(earlier.object_id, "t-1"))
+    assert await engine(fake).clone(CLONE, recorder.job) == AUDIO
+    assert list(fake.inputs) == [earlier.object_id]  # no second (paid) call
     assert recorder.call_ids == []
 
 
-async def test_a_vanished_call_is_replaced_by_a_new_one() -> None:
+async def test_a_call_modal_does_not_know_is_replaced_when_it_is_read() -> None:
+    """from_id is lazy: the unknown id surfaces as NotFoundError on the first get."""
     fake = deployed(answer)
-    recorder = Recorder(resume_call_id="fc-gone")
-    assert await ModalEngine(APP, sdk=fake, poll_seconds=0.01).clone(CLONE, recorder.job) == AUDIO
-    assert recorder.call_ids == list(fake.calls) and len(fake.calls) == 1
+    recorder = Recorder(resume_call_id="fc-gone/t-1")
+    assert await engine(fake).clone(CLONE, recorder.job) == AUDIO
+    (item,) = fake.inputs.values()
+    assert recorder.call_ids == [CallControl.call_handle(item.call_id, item.payload["ticket"])]
 
 
-async def test_cancellation_cancels_the_remote_call_and_propagates() -> None:
-    fake = deployed(forever)
-    task = asyncio.create_task(
-        ModalEngine(APP, sdk=fake, poll_seconds=0.01).clone(CLONE, Recorder().job)
-    )
-    await wait_for_call(fake)
+async def test_a_resumed_call_whose_output_expired_is_replaced_by_a_fresh_call() -> None:
+    fake = deployed(answer)
+    earlier = fake.spawn((APP, CLASS_NAME, METHOD_NAME), SynthesisJob.for_clone(CLONE).to_wire())
+    fake.expire(earlier.object_id)
+    recorder = Recorder(resume_call_id=earlier.object_id)
+    assert await engine(fake).clone(CLONE, recorder.job) == AUDIO
+    assert len(fake.inputs) == 2 and len(recorder.call_ids) == 1
+
+
+async def test_a_cancel_flags_the_request_and_never_cancels_through_modal() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake))
+    task = asyncio.create_task(engine(fake).clone(CLONE, Recorder().job))
+    await fake.spawned.wait()
+    await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    (call,) = fake.calls.values()
-    assert call.cancelled and call.task.cancelled()
+    item = only_input(fake)
+    assert flagged(fake, item) and item.cancel_requests == 0
+    result = SynthesisResult.from_wire(await item.task)  # the GPU code dropped it
+    assert result.error_message == CANCELLED_MESSAGE
 
 
-async def test_the_engine_deadline_raises_engine_timeout_and_cancels_remotely() -> None:
-    fake = deployed(forever)
-    engine = ModalEngine(APP, sdk=fake, poll_seconds=0.01, timeout_seconds=0.05)
-    with pytest.raises(EngineTimeout) as caught:
-        await engine.design(DESIGN, Recorder().job)
+async def test_one_users_cancel_leaves_the_rest_of_the_batch_running() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake, chunks=20))
+    mine = asyncio.create_task(engine(fake).clone(CLONE, Recorder("mine").job))
+    theirs = asyncio.create_task(engine(fake).design(DESIGN, Recorder("theirs").job))
+    await spawned(fake, 2)
+    fake.batch_together(*fake.inputs)
+    mine.cancel()
+    assert await theirs == AUDIO
+    with pytest.raises(asyncio.CancelledError):
+        await mine
+    assert all(item.cancel_requests == 0 for item in fake.inputs.values())
+
+
+async def test_a_batch_terminated_through_modal_is_retried_on_a_fresh_call() -> None:
+    """Someone cancels a batch-mate through Modal (or the container stops): every input
+    of the batch ends in RemoteError. Not this task's doing: retryable."""
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake))
+    mine = asyncio.create_task(engine(fake).clone(CLONE, Recorder("mine").job))
+    other = fake.spawn((APP, CLASS_NAME, METHOD_NAME), SynthesisJob.for_design(DESIGN).to_wire())
+    await spawned(fake, 2)
+    fake.batch_together(*fake.inputs)
+    await other.cancel.aio()
+    with pytest.raises(EngineError, match="terminated on Modal") as caught:
+        await mine
     assert caught.value.retryable
-    (call,) = fake.calls.values()
-    assert call.cancelled
 
 
-async def test_the_listeners_own_timeout_also_cancels_remotely() -> None:
-    fake = deployed(forever)
-    engine = ModalEngine(APP, sdk=fake, poll_seconds=0.01, timeout_seconds=None)
+async def test_a_call_terminated_after_its_own_cancel_flag_is_not_retried() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, forever)
+    mine = asyncio.create_task(engine(fake).clone(CLONE, Recorder().job))
+    await fake.spawned.wait()
+    await asyncio.sleep(0.02)
+    item = only_input(fake)
+    control(fake).put(CallControl.cancel_key(item.payload["ticket"]), time.time())
+    fake.terminate_container(item.call_id)
+    with pytest.raises(EngineError, match="cancelled") as caught:
+        await mine
+    assert not caught.value.retryable
+
+
+async def test_a_listener_that_only_stops_waiting_leaves_the_remote_work_running() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake))
+    task = asyncio.create_task(engine(fake).clone(CLONE, Recorder(keep_remote_work=True).job))
+    await fake.spawned.wait()
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    item = only_input(fake)
+    assert not flagged(fake, item) and item.cancel_requests == 0 and not item.task.done()
+    item.task.cancel()
+
+
+async def test_time_queued_at_modal_does_not_count_against_the_execution_limit() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake, queued=0.3, chunks=2))
+    modal_engine = engine(fake, timeout_seconds=0.2, queue_timeout_seconds=5)
+    assert await modal_engine.design(DESIGN, Recorder().job) == AUDIO
+
+
+async def test_a_request_that_never_starts_times_out_on_the_queue_limit() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake, queued=3600))
+    modal_engine = engine(fake, timeout_seconds=5, queue_timeout_seconds=0.1)
+    with pytest.raises(EngineTimeout, match="without starting") as caught:
+        await modal_engine.design(DESIGN, Recorder().job)
+    assert caught.value.retryable
+    item = only_input(fake)
+    assert flagged(fake, item)  # when it does start, the GPU code drops it
+    item.task.cancel()
+
+
+async def test_the_execution_limit_counts_from_the_start_and_stops_the_request() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake))
+    with pytest.raises(EngineTimeout, match=r"limit 0\.1 s") as caught:
+        await engine(fake, timeout_seconds=0.1).design(DESIGN, Recorder().job)
+    assert caught.value.retryable
+    item = only_input(fake)
+    assert flagged(fake, item)
+    assert SynthesisResult.from_wire(await item.task).error_message == CANCELLED_MESSAGE
+
+
+async def test_the_listeners_own_timeout_also_stops_the_request() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake))
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
-            await engine.design(DESIGN, Recorder().job)
-    (call,) = fake.calls.values()
-    assert call.cancelled
+            await engine(fake, timeout_seconds=None).design(DESIGN, Recorder().job)
+    assert flagged(fake, only_input(fake))
 
 
 async def test_an_app_that_is_not_deployed_is_unavailable_with_a_clear_message() -> None:
-    engine = ModalEngine(APP, sdk=FakeModal(), poll_seconds=0.01)
     with pytest.raises(EngineUnavailable) as caught:
-        await engine.clone(CLONE, Recorder().job)
+        await engine(FakeModal()).clone(CLONE, Recorder().job)
     assert not caught.value.retryable
     assert "modal deploy gpu/modal_app.py" in str(caught.value) and APP in str(caught.value)
 
@@ -151,7 +283,7 @@ async def test_connection_trouble_while_spawning_is_retryable() -> None:
     fake = deployed(answer)
     fake.spawn_error = modal.exception.ConnectionError("could not connect to Modal")
     with pytest.raises(EngineError) as caught:
-        await ModalEngine(APP, sdk=fake, poll_seconds=0.01).clone(CLONE, Recorder().job)
+        await engine(fake).clone(CLONE, Recorder().job)
     assert caught.value.retryable
 
 
@@ -167,9 +299,7 @@ async def test_remote_failures_say_whether_a_retry_helps(
         raise raised
 
     with pytest.raises(EngineError) as caught:
-        await ModalEngine(APP, sdk=deployed(failing), poll_seconds=0.01).clone(
-            CLONE, Recorder().job
-        )
+        await engine(deployed(failing)).clone(CLONE, Recorder().job)
     assert caught.value.retryable is retryable
     assert str(raised) in str(caught.value)
 
@@ -181,31 +311,33 @@ async def test_an_error_result_from_the_app_becomes_an_engine_error() -> None:
         ).to_wire()
 
     with pytest.raises(EngineError, match="Klingon") as caught:
-        await ModalEngine(APP, sdk=deployed(refuse), poll_seconds=0.01).clone(CLONE, Recorder().job)
+        await engine(deployed(refuse)).clone(CLONE, Recorder().job)
     assert not caught.value.retryable
 
 
-async def test_a_call_cancelled_elsewhere_is_not_retried() -> None:
-    fake = deployed(forever)
-    task = asyncio.create_task(
-        ModalEngine(APP, sdk=fake, poll_seconds=0.01).clone(CLONE, Recorder().job)
-    )
-    await wait_for_call(fake)
-    (call,) = fake.calls.values()
-    await call.cancel.aio()  # e.g. from the Modal dashboard
-    with pytest.raises(EngineError, match="cancelled on Modal") as caught:
-        await task
-    assert not caught.value.retryable
+async def test_an_output_that_expired_on_a_fresh_call_is_retryable() -> None:
+    fake = FakeModal()
+
+    async def expiring(payload: dict[str, Any]) -> dict[str, Any]:
+        fake.expire(next(iter(fake.inputs)))
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, expiring)
+    with pytest.raises(EngineError, match="expired") as caught:
+        await engine(fake).clone(CLONE, Recorder().job)
+    assert caught.value.retryable
+    only_input(fake).task.cancel()
 
 
 @pytest.mark.parametrize("raised, expected, retryable", [
     (modal.exception.OutputExpiredError(), EngineError, True),
+    (modal.exception.RemoteError(""), EngineError, True),
     (modal.exception.InternalFailure("retry me"), EngineError, True),
     (modal.exception.ResourceExhaustedError("quota"), EngineError, True),
     (modal.exception.AuthError("bad token"), EngineUnavailable, False),
     (modal.exception.InvalidError("bad argument"), EngineError, False),
     (modal.exception.RequestSizeError("too big"), EngineError, False),
-    (modal.exception.InputCancellation("cancelled"), EngineError, False),
     (OSError("network unreachable"), EngineError, True),
 ])  # fmt: skip
 def test_error_classification(

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from gpu.engine import EngineError, EngineTimeout
+from gpu.jobs import CallControl
 from gpu.modal_transcriber import ASR_CLASS_NAME, ASR_METHOD_NAME, ModalTranscriber
 from gpu.transcription import Transcript, TranscriptionJob, TranscriptionResult
 from tests.gpu.fake_modal import FakeModal
-from tests.gpu.test_modal_engine import APP, Recorder, forever
+from tests.gpu.test_modal_engine import APP, Recorder, flagged, gpu_code, only_input
 
 HEARD = Transcript("What the recording says.", "English")
 JOB = TranscriptionJob(b"RIFF-normalised-reference", "English")
@@ -34,35 +35,41 @@ async def test_a_transcription_spawns_reports_the_call_and_returns_the_transcrip
     recorder = Recorder()
     transcriber = ModalTranscriber(APP, sdk=fake, poll_seconds=0.01)
     assert await transcriber.transcribe(JOB, recorder.job) == HEARD
-    assert recorder.call_ids == ["fc-0001"] and recorder.progress == [1.0]
-    assert fake.calls["fc-0001"].payload == JOB.to_wire()
+    item = only_input(fake)
+    assert recorder.call_ids == [CallControl.call_handle("fc-0001", item.payload["ticket"])]
+    assert recorder.progress == [1.0]
+    assert item.payload == JOB.to_wire() | {"ticket": item.payload["ticket"]}
 
 
 async def test_a_restarted_listener_reattaches_to_the_running_call() -> None:
     fake = deployed(answer)
-    first = await ModalTranscriber(APP, sdk=fake).transcribe(JOB, Recorder().job)
-    again = Recorder(resume_call_id="fc-0001")
-    assert await ModalTranscriber(APP, sdk=fake).transcribe(JOB, again.job) == first
-    assert len(fake.calls) == 1 and again.call_ids == []
+    first = Recorder()
+    heard = await ModalTranscriber(APP, sdk=fake).transcribe(JOB, first.job)
+    again = Recorder(resume_call_id=first.call_ids[0])
+    assert await ModalTranscriber(APP, sdk=fake).transcribe(JOB, again.job) == heard
+    assert len(fake.inputs) == 1 and again.call_ids == []
 
 
-async def test_cancellation_cancels_the_remote_call() -> None:
-    fake = deployed(forever)
+async def test_cancellation_flags_the_request_without_ending_its_batch() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, ASR_CLASS_NAME, ASR_METHOD_NAME, gpu_code(fake))
     transcriber = ModalTranscriber(APP, sdk=fake, poll_seconds=0.01)
     running = asyncio.create_task(transcriber.transcribe(JOB, Recorder().job))
     await fake.spawned.wait()
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert fake.calls["fc-0001"].cancelled
+    item = only_input(fake)
+    assert flagged(fake, item) and item.cancel_requests == 0
 
 
-async def test_the_deadline_is_an_engine_timeout_and_cancels_remotely() -> None:
-    fake = deployed(forever)
+async def test_the_deadline_is_an_engine_timeout_and_stops_the_request() -> None:
+    fake = FakeModal()
+    fake.deploy(APP, ASR_CLASS_NAME, ASR_METHOD_NAME, gpu_code(fake))
     transcriber = ModalTranscriber(APP, sdk=fake, poll_seconds=0.01, timeout_seconds=0.05)
     with pytest.raises(EngineTimeout):
         await transcriber.transcribe(JOB, Recorder().job)
-    assert fake.calls["fc-0001"].cancelled
+    assert flagged(fake, only_input(fake))
 
 
 async def test_an_error_from_the_app_becomes_an_engine_error() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gpu.engine import EngineUnavailable
-from gpu.jobs import SynthesisJob
+from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob
 from gpu.qwen_local import LocalWeights, QwenLocalEngine
 from gpu.qwen_runtime import GenerationStopped, QwenRuntime, RuntimeSettings
 from gpu.reference import normalize_reference
@@ -138,6 +138,47 @@ def test_should_stop_ends_generation_between_batches(
     with pytest.raises(GenerationStopped):
         runtime.synthesize([clone_job(reference, text)], should_stop=lambda: bool(counter.batches))
     assert len(counter.batches) == 1
+
+
+def test_a_dropped_job_ends_between_batches_and_the_others_finish(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CallCounter(runtime, monkeypatch)
+    text = " ".join(f"Sentence number {n} is here." for n in range(12))
+    kept, dropped = runtime.synthesize(
+        [clone_job(reference, text), clone_job(reference, text, voice="voice-2")],
+        dropped=lambda index: index == 1 and bool(counter.batches),
+    )
+    assert kept.audio is not None
+    assert (dropped.audio, dropped.error_message, dropped.error_retryable) == (
+        None,
+        CANCELLED_MESSAGE,
+        False,
+    )
+    assert counter.batches[0][1] == 4 and all(size <= 4 for _, size in counter.batches)
+
+
+def test_out_of_memory_while_encoding_a_reference_is_retryable(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out_of_memory = type("OutOfMemoryError", (RuntimeError,), {})
+
+    def exhausted(**kwargs: Any) -> Any:
+        raise out_of_memory("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(runtime._models["clone"], "create_voice_clone_prompt", exhausted)
+    (result,) = runtime.synthesize([clone_job(reference, "Hello.", voice="fresh-voice")])
+    assert result.audio is None and result.error_retryable
+    assert "out of GPU memory" in result.error_message
+
+
+async def test_the_in_process_engine_sees_a_cancel_after_every_chunk(
+    tiny_models: dict[str, Path],
+) -> None:
+    engine = QwenLocalEngine(
+        LocalWeights.from_env({"UTTER_QWEN_MODEL_DIR": str(tiny_models["root"])})
+    )
+    assert (await engine.runtime()).settings.max_batch_items == 1
 
 
 def test_missing_weights_name_what_to_download(tmp_path: Path) -> None:

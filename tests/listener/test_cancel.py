@@ -92,6 +92,7 @@ async def test_cancel_racing_completion_ends_each_task_exactly_once(
             "select count(*) = 0 from tasks where status in ('pending', 'processing')", within=20
         )
         await admin.wait_until("select count(*) = 0 from pgmq.q_design_preview")
+        await admin.wait_until("select count(*) = 0 from pgmq.q_storage_cleanup")
     for _, preview_id in previews:
         task = admin.task_of("design_preview_id", preview_id)
         preview = admin.rows("select * from design_previews where id = %s", (preview_id,))[0]

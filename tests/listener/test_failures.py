@@ -153,3 +153,25 @@ async def test_a_listener_whose_claim_was_taken_over_stops_and_leaves_the_messag
     )
     assert admin.value("select count(*) from pgmq.a_design_preview") == 0
     assert admin.task_of("design_preview_id", preview_id)["status"] == "processing"
+
+
+class NotANumberProgress(ScriptedEngine):
+    """Reports a NaN progress, then takes long enough for several heartbeats."""
+
+    async def design(self, request: Any, job: Any) -> Any:
+        await job.on_progress(float("nan"))
+        await asyncio.sleep(0.6)
+        return await super().design(request, job)
+
+
+async def test_a_nan_progress_from_an_engine_is_ignored_and_heartbeats_go_on(
+    admin: Admin, run_listener: RunListener, caplog: Any
+) -> None:
+    user = admin.new_user()
+    async with run_listener(NotANumberProgress(), visibility_timeout_seconds=3):
+        preview_id = user.design_preview()
+        await admin.wait_until(
+            "select status = 'completed' from design_previews where id = %s", (preview_id,)
+        )
+    assert "heartbeats stopped" not in caplog.text
+    assert admin.task_of("design_preview_id", preview_id)["attempts"] == 1
