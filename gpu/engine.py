@@ -67,6 +67,9 @@ class Audio:
     wav: bytes  # RIFF/WAVE, 16-bit PCM, mono
     sample_rate: int
     duration_seconds: float
+    # Chunks (0-based, in text order) whose generation ran into its token budget and
+    # were cut there: a sign of runaway generation (see gpu.text.token_budget).
+    chunks_at_limit: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,6 @@ from gpu.qwen_runtime import (
     QwenRuntime,
     RuntimeSettings,
 )
-from gpu.text import DEFAULT_MAX_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ class QwenLocalEngine:
                     device=device,
                     dtype=self._dtype or dtype,
                     generate_options=self._generate_options,
-                    max_chunk_chars=self._max_chunk_chars or DEFAULT_MAX_CHARS,
+                    max_chunk_chars=self._max_chunk_chars,
                     # One job at a time runs here, so batching only merges its own
                     # chunks; one chunk per model call makes every chunk a point
                     # where a cancel is seen.

@@ -3,8 +3,9 @@
 
 It loads the Base (clone) and VoiceDesign models, keeps an LRU of clone prompts per
 voice (the reference is encoded once, not on every request), cuts long texts into
-sentence chunks, generates chunks of compatible jobs as one batched model call, and
-joins each job's chunks into one 16-bit WAV.
+sentence chunks, generates chunks of compatible jobs as one batched model call under
+per-chunk token budgets, keeps a designed voice across a text's chunks, and joins each
+job's chunks into one 16-bit WAV.
 
 `torch` and `qwen_tts` are imported lazily so this module imports without the model
 stack (the `qwen` optional dependency group).
@@ -24,13 +25,16 @@ from typing import Any
 from gpu.audio import decode_wav, encode_wav, join_chunks
 from gpu.engine import Audio
 from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob, SynthesisResult
-from gpu.text import DEFAULT_MAX_CHARS, chunk_text
+from gpu.text import chunk_text, token_budget
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
 LARGE_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 DEFAULT_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+# qwen-tts's own default for max_new_tokens (qwen_tts 0.1.1,
+# inference/qwen3_tts_model.py, _merge_generate_kwargs): the cap of every budget.
+QWEN_MAX_NEW_TOKENS = 2048
 QWEN_PACKAGES = "qwen-tts==0.1.1 (installed with --no-deps) plus the `qwen` extra of pyproject.toml"
 
 
@@ -45,20 +49,34 @@ class RuntimeSettings:
     device: str = "cpu"  # "cpu", "cuda", "cuda:0"
     dtype: str = "float32"  # "bfloat16" on GPUs
     attn_implementation: str = "sdpa"  # beat flash-attention-2 in the old team's runs
-    max_chunk_chars: int = DEFAULT_MAX_CHARS
+    max_chunk_chars: int | None = None  # None: the limit suited to each text's script
     max_batch_items: int = 8  # chunks per model call: bounds GPU memory
     prompt_cache_size: int = 64
-    # Extra generate() arguments, e.g. {"max_new_tokens": 32} for the tiny test model.
+    # Extra generate() arguments. A "max_new_tokens" here caps every chunk's budget
+    # (e.g. 32 for the tiny test model, which never says end-of-speech).
     generate_options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two chunks may have equal texts
 class _Unit:
     """One chunk of one job: the thing a batched model call generates."""
 
     job_index: int
+    chunk_index: int  # place in the job's text
     text: str
+    kind: JobKind  # the model that speaks it (a design job's later chunks are cloned)
     prompt: Any = None  # VoiceClonePromptItem for clone units
+
+
+def _prompt_failure(job: SynthesisJob, exc: Exception) -> SynthesisResult:
+    log.exception("clone prompt for voice %s failed", job.voice_id)
+    if _out_of_memory(exc):
+        # Not the reference's fault: a fresh call may well fit.
+        _release_gpu_memory()
+        return SynthesisResult.failure(
+            f"out of GPU memory while encoding the reference: {exc}", retryable=True
+        )
+    return SynthesisResult.failure(f"could not encode the reference audio: {exc}", retryable=False)
 
 
 def _fingerprint(job: SynthesisJob) -> str:
@@ -192,11 +210,20 @@ class QwenRuntime:
         """Generate every job; chunks of jobs of the same kind share model calls.
         A job that cannot run gets an error result; the others still run.
 
+        Every chunk is generated under its own token budget (gpu.text.token_budget); a
+        chunk that reaches it is cut there, logged, and listed in the result's
+        `chunks_at_limit`. A design text of several chunks keeps one voice: its first
+        chunk is designed, and the rest are cloned from that first chunk's audio.
+
         Between two model calls, `should_stop()` ends everything (the one caller is
         gone) and `dropped(index)` ends one job (its caller cancelled it): that job
         gets a non-retryable "cancelled" result and the rest of the batch goes on."""
         results: list[SynthesisResult | None] = [None] * len(jobs)
-        units: dict[JobKind, list[_Unit]] = {"clone": [], "design": []}
+        # Chunks waiting for a model call, in arrival order. A design job's later
+        # chunks join only once its first chunk exists (they are cloned from it).
+        queue: list[_Unit] = []
+        held_back: dict[int, list[str]] = {}
+        chunk_counts: dict[int, int] = {}
         for index, job in enumerate(jobs):
             problem = self._check(job)
             if problem is not None:
@@ -207,57 +234,99 @@ class QwenRuntime:
                 try:
                     prompt = self.clone_prompt(job)
                 except Exception as exc:  # a bad reference fails its job only
-                    log.exception("clone prompt for voice %s failed", job.voice_id)
-                    if _out_of_memory(exc):
-                        # Not the reference's fault: a fresh call may well fit.
-                        _release_gpu_memory()
-                        results[index] = SynthesisResult.failure(
-                            f"out of GPU memory while encoding the reference: {exc}",
-                            retryable=True,
-                        )
-                    else:
-                        results[index] = SynthesisResult.failure(
-                            f"could not encode the reference audio: {exc}", retryable=False
-                        )
+                    results[index] = _prompt_failure(job, exc)
                     continue
-            for chunk in chunk_text(job.text, self.settings.max_chunk_chars):
-                units[job.kind].append(_Unit(index, chunk, prompt))
+            chunks = chunk_text(job.text, self.settings.max_chunk_chars)
+            chunk_counts[index] = len(chunks)
+            if job.kind == "design" and len(chunks) > 1 and self.can_run("clone"):
+                held_back[index] = chunks[1:]
+                chunks = chunks[:1]
+            queue.extend(_Unit(index, n, chunk, job.kind, prompt) for n, chunk in enumerate(chunks))
 
-        waveforms: dict[int, list[Any]] = {}
-        total = sum(len(group) for group in units.values())
+        waveforms: dict[int, dict[int, Any]] = {}
+        at_limit: dict[int, list[int]] = {}
+        total = sum(chunk_counts.values())
         done = 0
-        for kind, group in units.items():
-            step = max(1, self.settings.max_batch_items)
-            for start in range(0, len(group), step):
-                if should_stop():
-                    raise GenerationStopped()
-                for index in {u.job_index for u in group[start:]}:
-                    if results[index] is None and dropped(index):
-                        results[index] = SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False)
-                batch = [u for u in group[start : start + step] if results[u.job_index] is None]
-                if not batch:
-                    continue
-                try:
-                    generated = self._generate(kind, batch, jobs)
-                except Exception as exc:
-                    log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
-                    retryable = _out_of_memory(exc)
-                    if retryable:
-                        _release_gpu_memory()
-                    for unit in batch:
-                        results[unit.job_index] = SynthesisResult.failure(
-                            f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
-                        )
-                    continue
-                for unit, waveform in zip(batch, generated, strict=True):
-                    waveforms.setdefault(unit.job_index, []).append(waveform)
-                done += len(batch)
-                on_progress(done / total)
+        step = max(1, self.settings.max_batch_items)
+        while queue:
+            if should_stop():
+                raise GenerationStopped()
+            for index in {u.job_index for u in queue}:
+                if results[index] is None and dropped(index):
+                    results[index] = SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False)
+            queue = [u for u in queue if results[u.job_index] is None]
+            if not queue:
+                break
+            # The oldest waiting chunk picks the model; its kind's next chunks join it.
+            kind = queue[0].kind
+            batch = [u for u in queue if u.kind == kind][:step]
+            queue = [u for u in queue if u not in batch]
+            try:
+                generated = self._generate(kind, batch, jobs)
+            except Exception as exc:
+                log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
+                retryable = _out_of_memory(exc)
+                if retryable:
+                    _release_gpu_memory()
+                for unit in batch:
+                    results[unit.job_index] = SynthesisResult.failure(
+                        f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
+                    )
+                continue
+            for unit, (waveform, hit_limit) in zip(batch, generated, strict=True):
+                waveforms.setdefault(unit.job_index, {})[unit.chunk_index] = waveform
+                if hit_limit:
+                    at_limit.setdefault(unit.job_index, []).append(unit.chunk_index)
+                    log.warning(
+                        "chunk %d of job %d reached its budget of %d tokens and was cut",
+                        unit.chunk_index,
+                        unit.job_index,
+                        self._budget(unit),
+                        extra={"ticket": jobs[unit.job_index].ticket},
+                    )
+                rest = held_back.pop(unit.job_index, None)
+                if rest is not None:
+                    queue.extend(self._continue_design(unit, waveform, rest))
+            done += len(batch)
+            on_progress(done / max(total, 1))
 
         for index, job in enumerate(jobs):
             if results[index] is None:
-                results[index] = self._assemble(job.kind, waveforms.get(index, []))
+                parts = waveforms.get(index, {})
+                results[index] = self._assemble(
+                    "clone" if job.kind == "design" and len(parts) > 1 else job.kind,
+                    [parts[n] for n in sorted(parts)],
+                    tuple(at_limit.get(index, ())),
+                )
         return [result for result in results if result is not None]
+
+    def _continue_design(self, first: _Unit, waveform: Any, rest: list[str]) -> list[_Unit]:
+        """The later chunks of a design job, cloned from its first chunk so the whole
+        text keeps the voice that was designed (each design call samples a new one).
+        Where the clone prompt cannot be made, they are designed one by one instead."""
+        try:
+            with self._lock:
+                items = self._models["clone"].create_voice_clone_prompt(
+                    ref_audio=(waveform, self.sample_rate("design")), ref_text=first.text
+                )
+            prompt = items[0]
+        except Exception:
+            log.exception("cloning the designed voice failed: its chunks are designed apart")
+            return [
+                _Unit(first.job_index, n, text, "design")
+                for n, text in enumerate(rest, start=first.chunk_index + 1)
+            ]
+        return [
+            _Unit(first.job_index, n, text, "clone", prompt)
+            for n, text in enumerate(rest, start=first.chunk_index + 1)
+        ]
+
+    def _budget(self, unit: _Unit) -> int:
+        """The unit's `max_new_tokens`: from its text, never above the configured cap."""
+        return min(token_budget(unit.text), self._token_cap())
+
+    def _token_cap(self) -> int:
+        return int(self.settings.generate_options.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
 
     def _check(self, job: SynthesisJob) -> SynthesisResult | None:
         if not job.text.strip():
@@ -277,28 +346,45 @@ class QwenRuntime:
 
     def _generate(
         self, kind: JobKind, batch: list[_Unit], jobs: Sequence[SynthesisJob]
-    ) -> list[Any]:
+    ) -> list[tuple[Any, bool]]:
+        """One model call for `batch`: each chunk's waveform, cut at its own budget,
+        and whether it reached that budget (no end of speech before it)."""
         model = self._models[kind]
         texts = [unit.text for unit in batch]
         languages = [jobs[unit.job_index].language for unit in batch]
+        budgets = [self._budget(unit) for unit in batch]
+        # One call takes one max_new_tokens: the largest budget of the batch. A chunk
+        # that runs past its own smaller budget is cut to it below.
+        options = {**self.settings.generate_options, "max_new_tokens": max(budgets)}
         with self._lock:
             if kind == "clone":
                 wavs, _ = model.generate_voice_clone(
                     text=texts,
                     language=languages,
                     voice_clone_prompt=[unit.prompt for unit in batch],
-                    **self.settings.generate_options,
+                    **options,
                 )
             else:
                 wavs, _ = model.generate_voice_design(
                     text=texts,
                     language=languages,
                     instruct=[jobs[unit.job_index].instruct for unit in batch],
-                    **self.settings.generate_options,
+                    **options,
                 )
-        return list(wavs)
+            samples_per_token = int(model.model.speech_tokenizer.get_decode_upsample_rate())
+        out: list[tuple[Any, bool]] = []
+        for waveform, budget in zip(wavs, budgets, strict=True):
+            # qwen-tts keeps a sequence's codes up to its end-of-speech token, or all
+            # max_new_tokens of them when it has none (qwen_tts 0.1.1,
+            # core/models/modeling_qwen3_tts.py, `effective_lengths` in generate), and
+            # decodes each code to get_decode_upsample_rate() samples.
+            limit = budget * samples_per_token
+            out.append((waveform[:limit], len(waveform) >= limit))
+        return out
 
-    def _assemble(self, kind: JobKind, waveforms: list[Any]) -> SynthesisResult:
+    def _assemble(
+        self, kind: JobKind, waveforms: list[Any], chunks_at_limit: tuple[int, ...]
+    ) -> SynthesisResult:
         sample_rate = self.sample_rate(kind)
         samples = join_chunks([float_to_pcm16(w) for w in waveforms], sample_rate)
         return SynthesisResult(
@@ -306,5 +392,6 @@ class QwenRuntime:
                 wav=encode_wav(samples, sample_rate),
                 sample_rate=sample_rate,
                 duration_seconds=len(samples) / sample_rate,
+                chunks_at_limit=chunks_at_limit,
             )
         )
