@@ -24,7 +24,8 @@ from typing import Any
 
 from gpu.audio import decode_wav, encode_wav, join_chunks
 from gpu.engine import Audio
-from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob, SynthesisResult
+from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
+from gpu.scheduler import Chunk, ChunkScheduler, Generated, Plan
 from gpu.text import chunk_text, token_budget
 
 log = logging.getLogger(__name__)
@@ -55,17 +56,6 @@ class RuntimeSettings:
     # Extra generate() arguments. A "max_new_tokens" here caps every chunk's budget
     # (e.g. 32 for the tiny test model, which never says end-of-speech).
     generate_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(eq=False)  # compared by identity: two chunks may have equal texts
-class _Unit:
-    """One chunk of one job: the thing a batched model call generates."""
-
-    job_index: int
-    chunk_index: int  # place in the job's text
-    text: str
-    kind: JobKind  # the model that speaks it (a design job's later chunks are cloned)
-    prompt: Any = None  # VoiceClonePromptItem for clone units
 
 
 def _prompt_failure(job: SynthesisJob, exc: Exception) -> SynthesisResult:
@@ -199,6 +189,63 @@ class QwenRuntime:
 
     # -- synthesis ---------------------------------------------------------------
 
+    # -- the ChunkModel side of gpu.scheduler ------------------------------------
+
+    @property
+    def batch_limit(self) -> int:
+        return self.settings.max_batch_items
+
+    def plan(self, job: SynthesisJob) -> Plan | SynthesisResult:
+        """`job`'s chunks, or the error that keeps it from running. A design text of
+        several chunks keeps one voice: its first chunk is designed, and the rest wait
+        to be cloned from that first chunk's audio (each design call samples a new
+        voice)."""
+        problem = self._check(job)
+        if problem is not None:
+            return problem
+        prompt = None
+        if job.kind == "clone":
+            try:
+                prompt = self.clone_prompt(job)
+            except Exception as exc:  # a bad reference fails its job only
+                return _prompt_failure(job, exc)
+        texts = chunk_text(job.text, self.settings.max_chunk_chars)
+        after_first: list[str] = []
+        if job.kind == "design" and len(texts) > 1 and self.can_run("clone"):
+            texts, after_first = texts[:1], texts[1:]
+        ready = [Chunk(job, n, text, job.kind, prompt) for n, text in enumerate(texts)]
+        return Plan(ready=ready, after_first=after_first)
+
+    def continue_after(self, first: Chunk, waveform: Any, texts: list[str]) -> list[Chunk]:
+        """A design text's later chunks, cloned from its first chunk's audio. Where the
+        clone prompt cannot be made, they are designed one by one instead."""
+        later = enumerate(texts, start=first.index + 1)
+        try:
+            with self._lock:
+                items = self._models["clone"].create_voice_clone_prompt(
+                    ref_audio=(waveform, self.sample_rate("design")), ref_text=first.text
+                )
+        except Exception:
+            log.exception("cloning the designed voice failed: its chunks are designed apart")
+            return [Chunk(first.job, n, text, "design") for n, text in later]
+        return [Chunk(first.job, n, text, "clone", items[0]) for n, text in later]
+
+    def generation_failure(self, exc: Exception) -> SynthesisResult:
+        retryable = _out_of_memory(exc)
+        if retryable:
+            _release_gpu_memory()
+        return SynthesisResult.failure(
+            f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
+        )
+
+    def budget(self, text: str) -> int:
+        """A chunk's `max_new_tokens`: from its text (gpu.text.token_budget), never above
+        the configured cap."""
+        cap = int(self.settings.generate_options.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+        return min(token_budget(text), cap)
+
+    # -- synthesis ---------------------------------------------------------------
+
     def synthesize(
         self,
         jobs: Sequence[SynthesisJob],
@@ -207,126 +254,27 @@ class QwenRuntime:
         on_progress: Callable[[float], None] = lambda fraction: None,
         dropped: Callable[[int], bool] = lambda index: False,
     ) -> list[SynthesisResult]:
-        """Generate every job; chunks of jobs of the same kind share model calls.
-        A job that cannot run gets an error result; the others still run.
-
-        Every chunk is generated under its own token budget (gpu.text.token_budget); a
-        chunk that reaches it is cut there, logged, and listed in the result's
-        `chunks_at_limit`. A design text of several chunks keeps one voice: its first
-        chunk is designed, and the rest are cloned from that first chunk's audio.
+        """Generate every job in this thread, their chunks batched together by a
+        scheduler (gpu.scheduler). A job that cannot run gets an error result; the
+        others still run. Every chunk runs under its own token budget; one that
+        reaches it is cut there and listed in the result's `chunks_at_limit`.
 
         Between two model calls, `should_stop()` ends everything (the one caller is
         gone) and `dropped(index)` ends one job (its caller cancelled it): that job
         gets a non-retryable "cancelled" result and the rest of the batch goes on."""
-        results: list[SynthesisResult | None] = [None] * len(jobs)
-        # Chunks waiting for a model call, in arrival order. A design job's later
-        # chunks join only once its first chunk exists (they are cloned from it).
-        queue: list[_Unit] = []
-        held_back: dict[int, list[str]] = {}
-        chunk_counts: dict[int, int] = {}
-        for index, job in enumerate(jobs):
-            problem = self._check(job)
-            if problem is not None:
-                results[index] = problem
-                continue
-            prompt = None
-            if job.kind == "clone":
-                try:
-                    prompt = self.clone_prompt(job)
-                except Exception as exc:  # a bad reference fails its job only
-                    results[index] = _prompt_failure(job, exc)
-                    continue
-            chunks = chunk_text(job.text, self.settings.max_chunk_chars)
-            chunk_counts[index] = len(chunks)
-            if job.kind == "design" and len(chunks) > 1 and self.can_run("clone"):
-                held_back[index] = chunks[1:]
-                chunks = chunks[:1]
-            queue.extend(_Unit(index, n, chunk, job.kind, prompt) for n, chunk in enumerate(chunks))
-
-        waveforms: dict[int, dict[int, Any]] = {}
-        at_limit: dict[int, list[int]] = {}
-        total = sum(chunk_counts.values())
-        done = 0
-        step = max(1, self.settings.max_batch_items)
-        while queue:
+        scheduler = ChunkScheduler(self)
+        requests = [
+            scheduler.submit(job, cancelled=lambda index=index: dropped(index))
+            for index, job in enumerate(jobs)
+        ]
+        total = sum(r.total for r in requests)
+        while scheduler.pending():
             if should_stop():
                 raise GenerationStopped()
-            for index in {u.job_index for u in queue}:
-                if results[index] is None and dropped(index):
-                    results[index] = SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False)
-            queue = [u for u in queue if results[u.job_index] is None]
-            if not queue:
-                break
-            # The oldest waiting chunk picks the model; its kind's next chunks join it.
-            kind = queue[0].kind
-            batch = [u for u in queue if u.kind == kind][:step]
-            queue = [u for u in queue if u not in batch]
-            try:
-                generated = self._generate(kind, batch, jobs)
-            except Exception as exc:
-                log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
-                retryable = _out_of_memory(exc)
-                if retryable:
-                    _release_gpu_memory()
-                for unit in batch:
-                    results[unit.job_index] = SynthesisResult.failure(
-                        f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
-                    )
-                continue
-            for unit, (waveform, hit_limit) in zip(batch, generated, strict=True):
-                waveforms.setdefault(unit.job_index, {})[unit.chunk_index] = waveform
-                if hit_limit:
-                    at_limit.setdefault(unit.job_index, []).append(unit.chunk_index)
-                    log.warning(
-                        "chunk %d of job %d reached its budget of %d tokens and was cut",
-                        unit.chunk_index,
-                        unit.job_index,
-                        self._budget(unit),
-                        extra={"ticket": jobs[unit.job_index].ticket},
-                    )
-                rest = held_back.pop(unit.job_index, None)
-                if rest is not None:
-                    queue.extend(self._continue_design(unit, waveform, rest))
-            done += len(batch)
+            scheduler.step()
+            done = sum(len(r.waveforms) for r in requests)
             on_progress(done / max(total, 1))
-
-        for index, job in enumerate(jobs):
-            if results[index] is None:
-                parts = waveforms.get(index, {})
-                results[index] = self._assemble(
-                    "clone" if job.kind == "design" and len(parts) > 1 else job.kind,
-                    [parts[n] for n in sorted(parts)],
-                    tuple(at_limit.get(index, ())),
-                )
-        return [result for result in results if result is not None]
-
-    def _continue_design(self, first: _Unit, waveform: Any, rest: list[str]) -> list[_Unit]:
-        """The later chunks of a design job, cloned from its first chunk so the whole
-        text keeps the voice that was designed (each design call samples a new one).
-        Where the clone prompt cannot be made, they are designed one by one instead."""
-        try:
-            with self._lock:
-                items = self._models["clone"].create_voice_clone_prompt(
-                    ref_audio=(waveform, self.sample_rate("design")), ref_text=first.text
-                )
-            prompt = items[0]
-        except Exception:
-            log.exception("cloning the designed voice failed: its chunks are designed apart")
-            return [
-                _Unit(first.job_index, n, text, "design")
-                for n, text in enumerate(rest, start=first.chunk_index + 1)
-            ]
-        return [
-            _Unit(first.job_index, n, text, "clone", prompt)
-            for n, text in enumerate(rest, start=first.chunk_index + 1)
-        ]
-
-    def _budget(self, unit: _Unit) -> int:
-        """The unit's `max_new_tokens`: from its text, never above the configured cap."""
-        return min(token_budget(unit.text), self._token_cap())
-
-    def _token_cap(self) -> int:
-        return int(self.settings.generate_options.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+        return [request.future.result() for request in requests]
 
     def _check(self, job: SynthesisJob) -> SynthesisResult | None:
         if not job.text.strip():
@@ -344,15 +292,13 @@ class QwenRuntime:
             )
         return None
 
-    def _generate(
-        self, kind: JobKind, batch: list[_Unit], jobs: Sequence[SynthesisJob]
-    ) -> list[tuple[Any, bool]]:
-        """One model call for `batch`: each chunk's waveform, cut at its own budget,
+    def generate(self, kind: JobKind, chunks: Sequence[Chunk]) -> list[Generated]:
+        """One model call for `chunks`: each chunk's waveform, cut at its own budget,
         and whether it reached that budget (no end of speech before it)."""
         model = self._models[kind]
-        texts = [unit.text for unit in batch]
-        languages = [jobs[unit.job_index].language for unit in batch]
-        budgets = [self._budget(unit) for unit in batch]
+        texts = [chunk.text for chunk in chunks]
+        languages = [chunk.job.language for chunk in chunks]
+        budgets = [self.budget(chunk.text) for chunk in chunks]
         # One call takes one max_new_tokens: the largest budget of the batch. A chunk
         # that runs past its own smaller budget is cut to it below.
         options = {**self.settings.generate_options, "max_new_tokens": max(budgets)}
@@ -361,31 +307,33 @@ class QwenRuntime:
                 wavs, _ = model.generate_voice_clone(
                     text=texts,
                     language=languages,
-                    voice_clone_prompt=[unit.prompt for unit in batch],
+                    voice_clone_prompt=[chunk.prompt for chunk in chunks],
                     **options,
                 )
             else:
                 wavs, _ = model.generate_voice_design(
                     text=texts,
                     language=languages,
-                    instruct=[jobs[unit.job_index].instruct for unit in batch],
+                    instruct=[chunk.job.instruct for chunk in chunks],
                     **options,
                 )
             samples_per_token = int(model.model.speech_tokenizer.get_decode_upsample_rate())
-        out: list[tuple[Any, bool]] = []
+        out: list[Generated] = []
         for waveform, budget in zip(wavs, budgets, strict=True):
             # qwen-tts keeps a sequence's codes up to its end-of-speech token, or all
             # max_new_tokens of them when it has none (qwen_tts 0.1.1,
             # core/models/modeling_qwen3_tts.py, `effective_lengths` in generate), and
             # decodes each code to get_decode_upsample_rate() samples.
             limit = budget * samples_per_token
-            out.append((waveform[:limit], len(waveform) >= limit))
+            out.append(Generated(waveform[:limit], at_limit=len(waveform) >= limit))
         return out
 
-    def _assemble(
-        self, kind: JobKind, waveforms: list[Any], chunks_at_limit: tuple[int, ...]
+    def assemble(
+        self, job: SynthesisJob, waveforms: list[Any], chunks_at_limit: tuple[int, ...]
     ) -> SynthesisResult:
-        sample_rate = self.sample_rate(kind)
+        """`job`'s chunks joined into one 16-bit WAV. A design text's cloned chunks share
+        its rate: both models use the same 24 kHz speech tokenizer."""
+        sample_rate = self.sample_rate(job.kind)
         samples = join_chunks([float_to_pcm16(w) for w in waveforms], sample_rate)
         return SynthesisResult(
             audio=Audio(

@@ -238,10 +238,14 @@ def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
     upsample = runtime._models["clone"].model.speech_tokenizer.get_decode_upsample_rate()
     # A chunk whose codes filled its own budget (no end of speech) is listed and cut to it.
     expected = tuple(
-        n for n, (wav, budget) in enumerate(zip(returned, budgets)) if len(wav) >= budget * upsample
+        n
+        for n, (wav, budget) in enumerate(zip(returned, budgets, strict=True))
+        if len(wav) >= budget * upsample
     )
     assert audio.chunks_at_limit == expected
-    kept = sum(min(len(wav), budget * upsample) for wav, budget in zip(returned, budgets))
+    kept = sum(
+        min(len(wav), budget * upsample) for wav, budget in zip(returned, budgets, strict=True)
+    )
     _, frames = wav_rate_and_frames(audio.wav)
     # Joins trim to zero crossings and overlap by a crossfade: a few ms per joint.
     assert abs(frames - kept) < audio.sample_rate // 10
@@ -270,7 +274,7 @@ def test_a_design_text_is_designed_once_and_its_later_chunks_cloned_from_it(
     original = runtime._models["clone"].create_voice_clone_prompt
 
     def recorded(**kwargs: Any) -> Any:
-        waveform, rate = kwargs["ref_audio"]
+        waveform, _rate = kwargs["ref_audio"]
         prompts.append((len(waveform), kwargs["ref_text"]))
         return original(**kwargs)
 
