@@ -125,6 +125,16 @@ class JobContext:
     keep_remote_work: Callable[[], bool] = field(default=_never)
 
 
+# Speech requests an engine takes at once when it does not say (class attribute
+# `requests_in_flight`): in-process engines share one CPU or GPU with the listener.
+DEFAULT_REQUESTS_IN_FLIGHT = 3
+
+
+def requests_in_flight(engine: object) -> int:
+    """How many speech requests `engine` wants in flight to keep its model busy."""
+    return int(getattr(engine, "requests_in_flight", DEFAULT_REQUESTS_IN_FLIGHT))
+
+
 @runtime_checkable
 class Engine(Protocol):
     name: str

@@ -125,6 +125,10 @@ class WireJob(Protocol):
 class ModalEngine:
     name = "modal"
     can_clone = True
+    # Half of one container's concurrent inputs (gpu/modal_app.py max_inputs = 32): two
+    # listeners fill a warm container's chunk scheduler; more containers start when
+    # more listeners (or a larger UTTER_SPEECH_IN_FLIGHT) send more.
+    requests_in_flight = 16
 
     def __init__(
         self,

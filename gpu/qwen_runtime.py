@@ -13,6 +13,7 @@ stack (the `qwen` optional dependency group).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -264,7 +265,7 @@ class QwenRuntime:
         gets a non-retryable "cancelled" result and the rest of the batch goes on."""
         scheduler = ChunkScheduler(self)
         requests = [
-            scheduler.submit(job, cancelled=lambda index=index: dropped(index))
+            scheduler.submit(job, cancelled=functools.partial(dropped, index))
             for index, job in enumerate(jobs)
         ]
         total = sum(r.total for r in requests)

@@ -61,7 +61,8 @@ class Generated:
 
 
 class ChunkModel(Protocol):
-    batch_limit: int
+    @property
+    def batch_limit(self) -> int: ...
 
     def plan(self, job: SynthesisJob) -> Plan | SynthesisResult: ...
 
@@ -80,6 +81,10 @@ def _never() -> bool:
     return False
 
 
+def _ignore(fraction: float) -> None:
+    return None
+
+
 @dataclass(eq=False)
 class Request:
     """One submitted job and where it stands."""
@@ -87,6 +92,7 @@ class Request:
     job: SynthesisJob
     sequence: int  # arrival order
     cancelled: Callable[[], bool]
+    on_progress: Callable[[float], None]  # the fraction of its chunks done
     future: Future[SynthesisResult] = field(default_factory=Future)
     waiting: deque[Chunk] = field(default_factory=deque)
     after_first: list[str] = field(default_factory=list)
@@ -113,11 +119,23 @@ class ChunkScheduler:
 
     # -- submitting ----------------------------------------------------------------
 
-    def submit(self, job: SynthesisJob, *, cancelled: Callable[[], bool] = _never) -> Request:
+    def submit(
+        self,
+        job: SynthesisJob,
+        *,
+        cancelled: Callable[[], bool] = _never,
+        on_progress: Callable[[float], None] = _ignore,
+    ) -> Request:
         """Queue `job`; its `future` resolves to its result (errors are results too).
         `cancelled()` is asked between model calls: once true, the request's chunks
-        are dropped and it resolves to a non-retryable "cancelled" result."""
-        request = Request(job=job, sequence=next(self._sequence), cancelled=cancelled)
+        are dropped and it resolves to a non-retryable "cancelled" result.
+        `on_progress` hears the fraction of its chunks done (on the model's thread)."""
+        request = Request(
+            job=job,
+            sequence=next(self._sequence),
+            cancelled=cancelled,
+            on_progress=on_progress,
+        )
         planned = self.model.plan(job)
         if isinstance(planned, SynthesisResult):
             request.future.set_result(planned)
@@ -201,6 +219,7 @@ class ChunkScheduler:
                 request.job.kind,
                 extra={"ticket": request.job.ticket},
             )
+        request.on_progress(len(request.waveforms) / request.total)
         if request.after_first and chunk.index == 0:
             later = self.model.continue_after(chunk, outcome.waveform, request.after_first)
             request.after_first = []
