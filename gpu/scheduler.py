@@ -7,6 +7,10 @@ call instead of queueing behind the long one's remaining chunks. A request is an
 the moment its own last chunk is generated; a cancelled request's chunks are dropped
 between model calls and the others go on.
 
+A request's first chunk is never batched with its own later chunks (the chunks of one
+call finish together, and the first one is what a listener can play early); the
+later ones then go round-robin with everyone else's.
+
 The model work itself (planning chunks, a batched model call, assembling a WAV) is the
 `ChunkModel`'s (gpu.qwen_runtime.QwenRuntime); this module only decides what runs
 when. It serves both a synchronous caller (`QwenRuntime.synthesize` drives `step`
@@ -194,12 +198,22 @@ class ChunkScheduler:
         kind = ready[0].waiting[0].kind
         batch: list[tuple[Request, Chunk]] = []
         limit = max(1, self.model.batch_limit)
+        # Requests that may give no more chunks to this call.
+        closed: set[int] = set()
         while len(batch) < limit:
             took = False
             for request in ready:
-                if len(batch) < limit and request.waiting and request.waiting[0].kind == kind:
-                    batch.append((request, request.waiting.popleft()))
+                if len(batch) >= limit or id(request) in closed:
+                    continue
+                if request.waiting and request.waiting[0].kind == kind:
+                    chunk = request.waiting.popleft()
+                    batch.append((request, chunk))
                     took = True
+                    if chunk.index == 0:
+                        # Its first chunk goes without the later ones: a call's
+                        # chunks finish together, and the first is what a listener
+                        # can play while the rest is generated.
+                        closed.add(id(request))
             if not took:
                 break
         self._calls += 1

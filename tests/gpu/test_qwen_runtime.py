@@ -114,9 +114,10 @@ def test_compatible_jobs_and_chunks_share_model_calls(
     ]
     results = runtime.synthesize(jobs)
     assert all(result.audio is not None for result in results)
-    # 40-char chunks: the long text is 3 chunks, plus 1 for "Hi." = 4 clone chunks, one
-    # call (max 4 per batch); the two design jobs share another.
-    assert counter.batches == [("clone", 4), ("design", 2)]
+    # 40-char chunks: the long text is 3 chunks. Its first chunk shares a call with
+    # "Hi." (a first chunk runs without its own later chunks), the two design jobs
+    # share the next, then the long text's other two chunks.
+    assert counter.batches == [("clone", 2), ("design", 2), ("clone", 2)]
 
 
 def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: bytes) -> None:
@@ -156,7 +157,8 @@ def test_a_dropped_job_ends_between_batches_and_the_others_finish(
         CANCELLED_MESSAGE,
         False,
     )
-    assert counter.batches[0][1] == 4 and all(size <= 4 for _, size in counter.batches)
+    assert counter.batches[:2] == [("clone", 2), ("clone", 4)]
+    assert all(size <= 4 for _, size in counter.batches)
 
 
 def test_out_of_memory_while_encoding_a_reference_is_retryable(
@@ -230,11 +232,13 @@ def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
     text = "Hi. This second chunk is much longer than the first one was."
     (result,) = uncapped.synthesize([clone_job(reference, text, voice="voice-budget")])
     audio = result.unwrap()
-    ((kwargs, returned),) = spy.calls
-    chunks = kwargs["text"]
+    # The first chunk alone, then the other two in one call with one max_new_tokens:
+    # the larger of their budgets.
+    (_, first), (kwargs, rest) = spy.calls
+    returned = first + rest
+    chunks = chunk_text(text, 40)
     budgets = [token_budget(chunk) for chunk in chunks]
-    # One call, one max_new_tokens: the largest of its chunks' budgets.
-    assert kwargs["max_new_tokens"] == max(budgets) and len(set(budgets)) > 1
+    assert kwargs["max_new_tokens"] == max(budgets[1:]) and budgets[1] != budgets[2]
     upsample = runtime._models["clone"].model.speech_tokenizer.get_decode_upsample_rate()
     # A chunk whose codes filled its own budget (no end of speech) is listed and cut to it.
     expected = tuple(

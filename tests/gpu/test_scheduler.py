@@ -89,13 +89,31 @@ def test_a_request_arriving_during_a_long_one_joins_the_next_model_call(
     assert scheduler.step()
     # The short request shared the second model call and is answered now, with the
     # long one's remaining chunks still to run.
-    assert calls.calls == [["long"] * 4, ["short", "long", "long", "long"]]
+    assert calls.calls == [["long"], ["short", "long", "long", "long"]]
     assert short.future.done() and short.future.result().audio is not None
     assert not long.future.done()
     while scheduler.step():
         pass
     assert long.future.result().audio is not None
     assert all(len(call) <= 4 for call in calls.calls)
+
+
+def test_a_requests_first_chunk_runs_without_its_later_ones(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunks of one call finish together: the first chunk alone is ready after
+    one short call, the earliest audio a listener can play."""
+    calls = CallLog(runtime, monkeypatch)
+    scheduler = ChunkScheduler(runtime)
+    first_done_at: list[int] = []
+    request = scheduler.submit(
+        clone(reference, LONG_TEXT, "long"),
+        on_progress=lambda fraction: first_done_at.append(len(calls.calls)),
+    )
+    while scheduler.step():
+        pass
+    assert calls.calls == [["long"], ["long"] * 4, ["long"] * 4, ["long"] * 3]
+    assert first_done_at[0] == 1 and request.future.result().audio is not None
 
 
 def test_a_request_for_the_other_model_is_served_before_the_long_ones_next_chunks(
@@ -107,7 +125,7 @@ def test_a_request_for_the_other_model_is_served_before_the_long_ones_next_chunk
     scheduler.step()
     preview = scheduler.submit(design("Hello.", "preview"))
     scheduler.step()
-    assert calls.calls == [["long"] * 4, ["preview"]]
+    assert calls.calls == [["long"], ["preview"]]
     assert preview.future.done() and not long.future.done()
 
 
@@ -125,7 +143,7 @@ def test_a_cancelled_request_loses_only_its_own_chunks(
     flags.add("dropped")
     while scheduler.step():
         pass
-    assert calls.calls[0] == ["kept", "dropped", "kept", "dropped"]
+    assert calls.calls[0] == ["kept", "dropped"]
     assert all(call == ["kept"] * len(call) for call in calls.calls[1:])
     assert kept.future.result().audio is not None
     result = dropped.future.result()
