@@ -11,9 +11,11 @@ GPU code marks the request started) has its own, longer limit, and the execution
 limit counts from the start mark, as Modal's own function timeout does.
 
 Stopping (user cancel, deadline) never calls `FunctionCall.cancel()`: with
-`@modal.batched` that would terminate every request in the batch. It sets the
-request's flag in the app's control Dict instead (gpu/jobs.py CallControl), and the
-GPU code drops only that request. When the listener merely stops waiting (shutdown,
+`@modal.batched` (the ASR class) that would terminate every request in the batch, and
+the speech class's inputs all feed one chunk scheduler, whose model call cannot be
+interrupted from an input's thread. It sets the request's flag in the app's control
+Dict instead (gpu/jobs.py CallControl), and the GPU code drops only that request's
+remaining chunks. When the listener merely stops waiting (shutdown,
 or another listener now holds the task), the remote work is left running for the next
 claimer to re-attach to.
 
