@@ -10,7 +10,9 @@ CPU unless `--device` says otherwise:
     python -m bench.inference            # prints the section, rewrites it in docs/performance.md
 
 Every generation ends at its chunk's token budget (the end-of-speech id points at a
-suppressed token) so runs are comparable; `--cap` bounds the budgets to keep CPU runs
+suppressed token) so runs are comparable; the random model still emits qwen-tts's own
+end-of-speech code now and then, and a chunk with no codes at all fails its call (the
+real models never stop before `min_new_tokens`, which this override sidesteps); `--cap` bounds the budgets to keep CPU runs
 short. The tiny models have the real pipeline with tiny widths: ratios carry over to a
 GPU only as far as a GPU's batch cost does (see the notes the section prints).
 """
@@ -50,19 +52,23 @@ NOTES = (
     "the first audio of an 800-character text under 15 % of the whole job; a clone",
     "request under 1 KB.",
     "",
-    "- **Batching speed-up: not shown on a CPU.** With one CPU thread a model call costs",
-    "  about in proportion to the chunks in it, and a call's steps run as long as its",
-    "  longest chunk's, so sharing calls saves only the per-call overhead. Continuous",
-    "  batching pays where a decode step costs about the same for 1 or 8 sequences,",
-    "  i.e. on a GPU; the goal needs the GPU run (`--device cuda`), not made here.",
+    "- **Batching speed-up: not established on a CPU.** On a shared CPU the ratio at 16",
+    "  requests swings from run to run (0.7x, 1.4x and 3.3x from this command on the",
+    "  same machine and day), because the one-at-a-time baseline is as exposed to the",
+    "  neighbours as the subject. With one CPU thread a model call costs about in",
+    "  proportion to its chunks, and a call runs as long as its longest chunk, so",
+    "  sharing calls saves mostly per-call overhead. Continuous batching pays where a",
+    "  decode step costs about the same for 1 or 8 sequences, i.e. on a GPU: the goal",
+    "  needs a GPU run (`--device cuda`), not made here.",
     "- **No head-of-line wait**, which does hold on a CPU: the short request behind a",
     "  long one is answered after about two model calls instead of after the whole",
     "  long job (ordering proved in `tests/gpu/test_scheduler.py`).",
-    "- **First audio: missed.** The first chunk runs alone, so it is ready after one",
-    "  call; the rest then share one call, so the whole job is about two calls long and",
-    "  the first chunk's share cannot drop far below half with 4 equal chunks. A short",
-    "  first chunk (the first sentence) and delivering segments to the client",
-    "  (streamed audio) are not built yet.",
+    "- **First audio: missed** (about 40 %). The first chunk runs alone, so it is ready",
+    "  after one call; the rest then share one call, so the whole job is about two calls",
+    "  long and the first chunk's share stays near a third to a half with 4 equal",
+    "  chunks. A short first chunk (the first sentence) would lower it; delivering",
+    "  segments to the client (streamed audio) is not built yet, so this is the time",
+    "  until the first chunk exists on the GPU side, not until a browser plays it.",
     "- **Clone request size: missed.** References prepared once (voice id and content",
     "  hash on the wire, the clone prompt kept on the GPU side) are not built yet; the",
     "  normalised reference WAV is still in every request.",
