@@ -5,7 +5,9 @@ request waiting for the same model, round-robin (one chunk per request, then a s
 each, ...), so a request that arrives while a long one runs joins the very next model
 call instead of queueing behind the long one's remaining chunks. A request is answered
 the moment its own last chunk is generated; a cancelled request's chunks are dropped
-between model calls and the others go on.
+between model calls and the others go on. A shared call that fails is not held
+against everyone in it: its requests are retried one by one, and only the one whose
+own call fails gets the error.
 
 A request's first chunk is never batched with its own later chunks (the chunks of one
 call finish together, and the first one is what a listener can play early); the
@@ -104,6 +106,7 @@ class Request:
     waveforms: dict[int, Any] = field(default_factory=dict)
     at_limit: list[int] = field(default_factory=list)
     last_served: int = -1  # the model call that last took one of its chunks
+    alone: bool = False  # was in a failed shared call: its chunks now run by themselves
 
     @property
     def done(self) -> bool:
@@ -176,9 +179,16 @@ class ChunkScheduler:
             generated = self.model.generate(kind, [chunk for _, chunk in batch])
         except Exception as exc:
             log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
-            failure = self.model.generation_failure(exc)
-            for request in {id(r): r for r, _ in batch}.values():
-                self._finish(request, failure)
+            involved = list({id(r): r for r, _ in batch}.values())
+            if len(involved) > 1:
+                # Requests of different users share calls: one request's bad chunk
+                # must not fail the others. Each is put back to run alone, so only
+                # the guilty one fails (in its own call).
+                for request, chunk in reversed(batch):
+                    request.waiting.appendleft(chunk)
+                    request.alone = True
+                return True
+            self._finish(involved[0], self.model.generation_failure(exc))
             return True
         finally:
             self.model_calls += 1
@@ -196,8 +206,13 @@ class ChunkScheduler:
             return []
         ready.sort(key=lambda r: (r.last_served, r.sequence))
         kind = ready[0].waiting[0].kind
+        if ready[0].alone:
+            ready = ready[:1]
+            limit = 1
+        else:
+            ready = [r for r in ready if not r.alone]
+            limit = max(1, self.model.batch_limit)
         batch: list[tuple[Request, Chunk]] = []
-        limit = max(1, self.model.batch_limit)
         # Requests that may give no more chunks to this call.
         closed: set[int] = set()
         while len(batch) < limit:

@@ -209,3 +209,35 @@ def test_a_failed_model_call_fails_the_requests_in_it_and_not_the_others(
     failure = broken.future.result()
     assert failure.audio is None and "device-side assert" in failure.error_message
     assert not failure.error_retryable
+
+
+def test_a_chunk_that_breaks_a_shared_call_fails_only_its_own_request(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = CallLog(runtime, monkeypatch)
+    logged = runtime.generate
+
+    def breaks_on_poison(kind: JobKind, chunks: Sequence[Chunk]) -> Any:
+        result = logged(kind, chunks)
+        if any("poison" in chunk.text for chunk in chunks):
+            raise ValueError("torch.cat(): expected a non-empty list of Tensors")
+        return result
+
+    monkeypatch.setattr(runtime, "generate", breaks_on_poison)
+    scheduler = ChunkScheduler(runtime)
+    innocent = scheduler.submit(clone(reference, "Fine words.", "innocent"))
+    guilty = scheduler.submit(clone(reference, "A poison pill.", "guilty"))
+    bystander = scheduler.submit(clone(reference, "More words.", "bystander"))
+    while scheduler.step():
+        pass
+    # The shared call failed; each of its requests then ran alone, in order.
+    assert calls.calls == [
+        ["innocent", "guilty", "bystander"],
+        ["innocent"],
+        ["guilty"],
+        ["bystander"],
+    ]
+    assert innocent.future.result().audio is not None
+    assert bystander.future.result().audio is not None
+    failure = guilty.future.result()
+    assert failure.audio is None and "non-empty list" in failure.error_message
