@@ -40,3 +40,9 @@ alter database postgres owner to postgres;
 -- Through these memberships `postgres` creates the policies on storage.objects and
 -- realtime.messages that the migrations define.
 grant supabase_auth_admin, supabase_storage_admin, supabase_realtime_admin to postgres;
+
+-- Hosted Supabase's role memberships (a Supabase project's `pg_dumpall --roles-only`:
+-- `GRANT pg_signal_backend TO postgres WITH ADMIN OPTION`, and pg_monitor,
+-- pg_read_all_data likewise): `postgres` may end other roles' sessions, as
+-- `drop database ... with (force)` does for a test database a listener still uses.
+grant pg_signal_backend, pg_monitor, pg_read_all_data to postgres with admin option;
