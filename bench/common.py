@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from devstack import cluster, testdb
 from devstack.processes import spawn_listener
-from devstack.settings import target
+from devstack.settings import admin_url, target
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Result:
     p99_ms: float | None = None
     per_second: float | None = None
     note: str = ""
+    # Names the rows bench/goals.py compares; empty for the rest.
+    key: str = ""
+    database_ms_per_job: float | None = None
 
 
 def percentiles(samples_ms: Sequence[float]) -> tuple[float, float]:
@@ -37,9 +40,11 @@ def percentiles(samples_ms: Sequence[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def timing(benchmark: str, subject: str, samples_ms: Sequence[float], note: str = "") -> Result:
+def timing(
+    benchmark: str, subject: str, samples_ms: Sequence[float], note: str = "", key: str = ""
+) -> Result:
     p50, p99 = percentiles(samples_ms)
-    return Result(benchmark, subject, len(samples_ms), p50, p99, note=note)
+    return Result(benchmark, subject, len(samples_ms), p50, p99, note=note, key=key)
 
 
 @contextmanager
@@ -144,3 +149,44 @@ def start_listener(url: str) -> subprocess.Popen[bytes]:
         UTTER_CONCURRENCY_DESIGN_PREVIEW="8",
         UTTER_BATCH_SIZE="8",
     )
+
+
+class DatabaseTime:
+    """Execution time the server spent on one database's statements (pg_stat_statements,
+    top-level statements, so a trigger's time is inside its insert's), from `reset()` to
+    `milliseconds()`, leaving out what the benchmark's own admin connection ran."""
+
+    def __init__(self, url: str) -> None:
+        self.admin = connect(admin_url(url))
+        loaded = self.admin.execute(
+            "select current_setting('shared_preload_libraries') like '%%pg_stat_statements%%' as on"
+        ).fetchall()[0]["on"]
+        self.available = bool(loaded)
+        if self.available:
+            self.admin.execute("create extension if not exists pg_stat_statements")
+
+    def reset(self) -> None:
+        if self.available:
+            self.admin.execute(
+                "select pg_stat_statements_reset(0, (select oid from pg_database "
+                "where datname = current_database()), 0)"
+            )
+
+    def milliseconds(self) -> float | None:
+        if not self.available:
+            return None
+        row = self.admin.execute(
+            "select coalesce(sum(total_exec_time), 0) as ms from pg_stat_statements "
+            "where dbid = (select oid from pg_database where datname = current_database()) "
+            "and userid <> (select oid from pg_roles where rolname = current_user)"
+        ).fetchall()[0]
+        return float(str(row["ms"]))
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+NO_DATABASE_TIME = (
+    "no database time: the server does not preload pg_stat_statements "
+    "(a cluster made before it did: make db-reset)"
+)
