@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from procrastinate.types import JSONValue
 
-from bench.common import NO_DATABASE_TIME, DatabaseTime, Result, connect, timing
+from bench.common import NO_DATABASE_TIME, WATCHER, DatabaseTime, Result, connect, timing
 from bench.procrastinate_subject import DONE_TABLE, install_schema, sync_app
 from bench.producer import run_producer
 from devstack import testdb
 from devstack.database import connect as server_connect
-from devstack.settings import ROOT, admin_url, target, with_dbname
+from devstack.settings import ROOT, target, with_dbname
 
 LIGHT_RATE_PER_SECOND = 20
 LIGHT_COUNT = 200
@@ -175,7 +175,7 @@ def _pickup(peer: Peer, url: str, count: int, interval: float, concurrency: int)
 def _drain(peer: Peer, url: str, task: str) -> Result:
     peer.add_backlog(url, task)
     database_time = DatabaseTime(url)
-    watcher = connect(admin_url(url))
+    watcher = connect(url)
     try:
         database_time.reset()
         worker = subprocess.Popen(
@@ -183,7 +183,7 @@ def _drain(peer: Peer, url: str, task: str) -> Result:
         )
         started = time.perf_counter()
         try:
-            while watcher.execute(peer.unfinished, {"task": task}).fetchall()[0]["n"]:
+            while watcher.execute(WATCHER + peer.unfinished, {"task": task}).fetchall()[0]["n"]:
                 if time.perf_counter() - started > 120:
                     raise TimeoutError(f"{peer.name} did not drain {BACKLOG} jobs in 120 s")
                 time.sleep(0.02)

@@ -10,6 +10,7 @@ import time
 
 from bench.common import (
     NO_DATABASE_TIME,
+    WATCHER,
     DatabaseTime,
     Result,
     connect,
@@ -26,13 +27,14 @@ def _drain_with_listeners(url: str, listeners: int) -> tuple[float, float | None
     with connect(url) as conn:
         make_backlog(conn, JOBS // 10)
     database_time = DatabaseTime(url)
+    watcher = connect(url)
     try:
         database_time.reset()
         processes = [start_listener(url) for _ in range(listeners)]
         started = time.perf_counter()
         try:
-            while database_time.admin.execute(
-                "select count(*) as n from tasks where status <> 'completed'"
+            while watcher.execute(
+                WATCHER + "select count(*) as n from tasks where status <> 'completed'"
             ).fetchone()["n"]:  # type: ignore[index]
                 time.sleep(0.02)
             rate = JOBS / (time.perf_counter() - started)
@@ -42,6 +44,7 @@ def _drain_with_listeners(url: str, listeners: int) -> tuple[float, float | None
                 process.wait(30)
         spent = database_time.milliseconds()
     finally:
+        watcher.close()
         database_time.close()
     return rate, None if spent is None else spent / JOBS
 
