@@ -101,7 +101,9 @@ def _graphile_enqueue(url: str) -> list[float]:
 
 
 def _procrastinate_worker(url: str, mode: str, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "bench.procrastinate_subject", url, mode, str(concurrency)]
+    # Not `-m`: procrastinate wants its App defined in an imported module, not __main__.
+    entry = "import sys; from bench.procrastinate_subject import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", entry, url, mode, str(concurrency)]
 
 
 def _install_procrastinate(url: str) -> None:

@@ -1,7 +1,7 @@
 """procrastinate as a benchmark subject, in a database of its own: its schema, its
 tasks (a no-op, one UPDATE, and one that notes when it started) and a worker process.
 
-  python -m bench.procrastinate_subject URL pickup|noop|update CONCURRENCY [EXPECTED]
+  main([URL, pickup|noop|update, CONCURRENCY, EXPECTED?]) (bench/peers.py starts it)
 
 `pickup` prints "ready", then, once EXPECTED jobs have started, a JSON object mapping
 each job's `i` to the moment its task was called on `time.perf_counter()` (the clock
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 import time
 
 import procrastinate
@@ -89,7 +88,3 @@ def main(argv: list[str]) -> int:
         EXPECTED[0] = int(rest[0])
     asyncio.run(_work(url, mode, int(concurrency)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
