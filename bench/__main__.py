@@ -11,7 +11,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import goals, insert_cost, memory, peers, pickup, profile, push, throughput
+from bench import (
+    goals,
+    inference,
+    insert_cost,
+    memory,
+    peers,
+    pickup,
+    profile,
+    push,
+    throughput,
+)
 from bench.common import Result, fresh_database
 from devstack.settings import ROOT
 
@@ -71,6 +81,8 @@ def main() -> int:
         plans = profile.explain_insert(url)
     elapsed = time.monotonic() - started
     REPORT.write_text(render(sections, hot_path, plans, elapsed))
+    print("== Speech scheduling (tiny Qwen3-TTS)", flush=True)
+    inference.write_section(inference.run())
     print(f"wrote {REPORT.relative_to(ROOT)} in {elapsed:.0f} s")
     return 0
 

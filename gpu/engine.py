@@ -67,6 +67,9 @@ class Audio:
     wav: bytes  # RIFF/WAVE, 16-bit PCM, mono
     sample_rate: int
     duration_seconds: float
+    # Chunks (0-based, in text order) whose generation ran into its token budget and
+    # were cut there: a sign of runaway generation (see gpu.text.token_budget).
+    chunks_at_limit: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,16 @@ class JobContext:
     # remote work must keep running for the next claimer to re-attach to. False: the
     # work is unwanted (cancelled, deleted, timed out): stop it.
     keep_remote_work: Callable[[], bool] = field(default=_never)
+
+
+# Speech requests an engine takes at once when it does not say (class attribute
+# `requests_in_flight`): in-process engines share one CPU or GPU with the listener.
+DEFAULT_REQUESTS_IN_FLIGHT = 3
+
+
+def requests_in_flight(engine: object) -> int:
+    """How many speech requests `engine` wants in flight to keep its model busy."""
+    return int(getattr(engine, "requests_in_flight", DEFAULT_REQUESTS_IN_FLIGHT))
 
 
 @runtime_checkable

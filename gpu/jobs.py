@@ -103,6 +103,7 @@ class SynthesisResult:
             "wav": self.audio.wav,
             "sample_rate": self.audio.sample_rate,
             "duration_seconds": self.audio.duration_seconds,
+            "chunks_at_limit": list(self.audio.chunks_at_limit),
         }
 
     @classmethod
@@ -122,6 +123,8 @@ class SynthesisResult:
                     wav=bytes(data["wav"]),
                     sample_rate=int(data["sample_rate"]),
                     duration_seconds=float(data["duration_seconds"]),
+                    # Absent from results of apps deployed before budgets existed.
+                    chunks_at_limit=tuple(int(i) for i in data.get("chunks_at_limit", ())),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -10,7 +10,9 @@ containers import the same values:
 - `UTTER_MODAL_GPU` (default `A10G`): Modal GPU type (`T4`, `L4`, `A10G`, `A100`, `H100`...);
 - `UTTER_QWEN_BASE_MODEL` (default the 0.6B Base; `Qwen/Qwen3-TTS-12Hz-1.7B-Base` for
   the larger one) and `UTTER_QWEN_DESIGN_MODEL`;
-- `UTTER_MODAL_MAX_CONTAINERS`, `UTTER_MODAL_SCALEDOWN_SECONDS`, `UTTER_MODAL_MAX_BATCH`.
+- `UTTER_MODAL_MAX_CONTAINERS`, `UTTER_MODAL_SCALEDOWN_SECONDS`, `UTTER_MODAL_MAX_BATCH`
+  (chunks per model call), `UTTER_MODAL_MAX_INPUTS` (speech requests in flight per
+  container).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gpu.qwen_asr_runtime import (
     AsrRuntimeSettings,
 )
 from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL, QwenRuntime, RuntimeSettings
+from gpu.scheduler import ChunkScheduler
 from gpu.transcription import TranscriptionJob, TranscriptionResult
 
 WEIGHTS_DIR = "/weights"
@@ -75,7 +78,11 @@ class DeploymentSettings:
     job_timeout_seconds: int = 30 * 60  # the old backend's limit; long texts take minutes
     scaledown_seconds: int = 5 * 60  # keep a warm GPU briefly: cold starts cost 30-110 s
     max_containers: int = 4
-    max_batch_size: int = 8  # requests per @modal.batched call
+    max_batch_size: int = 8  # chunks per model call; recordings per @modal.batched ASR call
+    # Speech requests one container takes at once (@modal.concurrent): they all feed
+    # one chunk scheduler, so more inputs mean fuller model calls, not more memory
+    # (only max_batch_size chunks are ever generated together).
+    max_inputs: int = 32
     batch_wait_ms: int = 150  # how long a lone request waits for company
     asr_model: str = DEFAULT_ASR_MODEL
     aligner_model: str = DEFAULT_ALIGNER_MODEL
@@ -94,6 +101,7 @@ class DeploymentSettings:
                 env.get("UTTER_MODAL_SCALEDOWN_SECONDS", defaults.scaledown_seconds)
             ),
             max_batch_size=int(env.get("UTTER_MODAL_MAX_BATCH", defaults.max_batch_size)),
+            max_inputs=int(env.get("UTTER_MODAL_MAX_INPUTS", defaults.max_inputs)),
             asr_model=env.get("UTTER_QWEN_ASR_MODEL", defaults.asr_model),
             aligner_model=env.get("UTTER_QWEN_ALIGNER_MODEL", defaults.aligner_model),
         )
@@ -108,6 +116,7 @@ class DeploymentSettings:
             "UTTER_MODAL_MAX_CONTAINERS": str(self.max_containers),
             "UTTER_MODAL_SCALEDOWN_SECONDS": str(self.scaledown_seconds),
             "UTTER_MODAL_MAX_BATCH": str(self.max_batch_size),
+            "UTTER_MODAL_MAX_INPUTS": str(self.max_inputs),
             "UTTER_QWEN_ASR_MODEL": self.asr_model,
             "UTTER_QWEN_ALIGNER_MODEL": self.aligner_model,
             # Weights come from the volume only; never reach for the hub at run time.
@@ -165,8 +174,14 @@ def download_weights(force: bool = False) -> list[str]:
     scaledown_window=settings.scaledown_seconds,
     max_containers=settings.max_containers,
 )
+# Each request is its own input (in its own thread: a sync method under
+# @modal.concurrent, modal 1.6.4 _partial_function.py `_concurrent`), and all of them
+# feed one chunk scheduler: a model call takes chunks of every request in flight, clone
+# and design alike, and each input returns when its own chunks are done.
+@modal.concurrent(max_inputs=settings.max_inputs)
 class Qwen3TTS:
     runtime: QwenRuntime
+    scheduler: ChunkScheduler
 
     @modal.enter()
     def load(self) -> None:
@@ -183,46 +198,40 @@ class Qwen3TTS:
                 device="cuda",
                 dtype="bfloat16",
                 attn_implementation="sdpa",
+                max_batch_items=settings.max_batch_size,
             )
         )
         self.runtime.load()
+        self.scheduler = ChunkScheduler(self.runtime)
+        self.scheduler.start()
 
-    # Requests that arrive together (any mix of voices, languages, clone and design)
-    # become one call here; the runtime turns compatible chunks into batched model calls.
-    # A request is never cancelled through Modal (that would end the whole batch): its
-    # caller sets a flag that is checked between chunk batches, dropping that request.
-    @modal.batched(max_batch_size=settings.max_batch_size, wait_ms=settings.batch_wait_ms)
-    def synthesize(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return run_batch(self.runtime, jobs, control)
+    @modal.exit()
+    def stop(self) -> None:
+        self.scheduler.close()
+
+    # A request is never cancelled through Modal: its caller sets a flag that the
+    # scheduler checks between model calls, dropping that request's chunks only.
+    @modal.method()
+    def synthesize(self, job: dict[str, Any]) -> dict[str, Any]:
+        return run_request(self.scheduler, job, control)
 
 
-def run_batch(runtime: QwenRuntime, jobs: list[dict[str, Any]], store: Any) -> list[dict[str, Any]]:
-    """One batch of wire requests through the runtime, honouring the control Dict
-    `store`: each request is marked started, and one whose cancellation flag is set
-    (before or during the batch) is dropped with a "cancelled" result."""
-    parsed: list[SynthesisJob | None] = []
-    for wire in jobs:
-        try:
-            parsed.append(SynthesisJob.from_wire(wire))
-        except ValueError:
-            parsed.append(None)
-    runnable = [job for job in parsed if job is not None]
-    now = time.time()
-    for job in runnable:
-        if job.ticket:
-            store.put(CallControl.started_key(job.ticket), now)
+def run_request(scheduler: ChunkScheduler, wire: dict[str, Any], store: Any) -> dict[str, Any]:
+    """One wire request through the scheduler, honouring the control Dict `store`: the
+    request is marked started, and once its cancellation flag is set (before or while
+    it runs) its remaining chunks are dropped and it answers "cancelled"."""
+    try:
+        job = SynthesisJob.from_wire(wire)
+    except ValueError:
+        return SynthesisResult.failure("malformed job", retryable=False).to_wire()
+    ticket = job.ticket
+    if ticket:
+        store.put(CallControl.started_key(ticket), time.time())
 
-    def dropped(index: int) -> bool:
-        ticket = runnable[index].ticket
+    def cancelled() -> bool:
         return bool(ticket) and bool(store.contains(CallControl.cancel_key(ticket)))
 
-    results = iter(runtime.synthesize(runnable, dropped=dropped))
-    return [
-        next(results).to_wire()
-        if job is not None
-        else SynthesisResult.failure("malformed job", retryable=False).to_wire()
-        for job in parsed
-    ]
+    return scheduler.submit(job, cancelled=cancelled).future.result().to_wire()
 
 
 @app.cls(

@@ -11,9 +11,11 @@ GPU code marks the request started) has its own, longer limit, and the execution
 limit counts from the start mark, as Modal's own function timeout does.
 
 Stopping (user cancel, deadline) never calls `FunctionCall.cancel()`: with
-`@modal.batched` that would terminate every request in the batch. It sets the
-request's flag in the app's control Dict instead (gpu/jobs.py CallControl), and the
-GPU code drops only that request. When the listener merely stops waiting (shutdown,
+`@modal.batched` (the ASR class) that would terminate every request in the batch, and
+the speech class's inputs all feed one chunk scheduler, whose model call cannot be
+interrupted from an input's thread. It sets the request's flag in the app's control
+Dict instead (gpu/jobs.py CallControl), and the GPU code drops only that request's
+remaining chunks. When the listener merely stops waiting (shutdown,
 or another listener now holds the task), the remote work is left running for the next
 claimer to re-attach to.
 
@@ -125,6 +127,10 @@ class WireJob(Protocol):
 class ModalEngine:
     name = "modal"
     can_clone = True
+    # Half of one container's concurrent inputs (gpu/modal_app.py max_inputs = 32): two
+    # listeners fill a warm container's chunk scheduler; more containers start when
+    # more listeners (or a larger UTTER_SPEECH_IN_FLIGHT) send more.
+    requests_in_flight = 16
 
     def __init__(
         self,

@@ -8,8 +8,10 @@ Configuration (environment):
 - `UTTER_QWEN_DEVICE` (default: cuda when available, else cpu), `UTTER_QWEN_DTYPE`
   (default: bfloat16 on cuda, float32 on cpu).
 
-Model calls are blocking, so they run in a worker thread. Cancellation stops waiting at
-once and stops generation after the chunk being generated (one chunk per model call).
+Model calls are blocking, so they run on the chunk scheduler's thread (gpu/scheduler.py),
+which every job of this process submits to: concurrent jobs take turns chunk by chunk, so
+a short job is never held behind a long one. Cancellation stops waiting at once and
+drops the job's chunks after the chunk being generated (one chunk per model call).
 """
 
 from __future__ import annotations
@@ -34,16 +36,15 @@ from gpu.engine import (
     PermanentEngineError,
     deadline,
 )
-from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
+from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob
 from gpu.qwen_runtime import (
     DEFAULT_BASE_MODEL,
     DEFAULT_DESIGN_MODEL,
     QWEN_PACKAGES,
-    GenerationStopped,
     QwenRuntime,
     RuntimeSettings,
 )
-from gpu.text import DEFAULT_MAX_CHARS
+from gpu.scheduler import ChunkScheduler
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class QwenLocalEngine:
         self._max_chunk_chars = max_chunk_chars
         self.timeout_seconds = timeout_seconds
         self._runtime: QwenRuntime | None = None
+        self._scheduler: ChunkScheduler | None = None
         self._load_lock = asyncio.Lock()
 
     @classmethod
@@ -164,7 +166,18 @@ class QwenLocalEngine:
         return await self._run(SynthesisJob.for_design(request), job)
 
     async def aclose(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.close)
+        self._scheduler = None
         self._runtime = None
+
+    async def scheduler(self) -> ChunkScheduler:
+        """The chunk scheduler every job of this engine feeds (started with the runtime)."""
+        runtime = await self.runtime()
+        if self._scheduler is None:
+            self._scheduler = ChunkScheduler(runtime)
+            self._scheduler.start()
+        return self._scheduler
 
     async def runtime(self) -> QwenRuntime:
         """The loaded runtime (loads on first use, in a worker thread)."""
@@ -181,7 +194,7 @@ class QwenLocalEngine:
                     device=device,
                     dtype=self._dtype or dtype,
                     generate_options=self._generate_options,
-                    max_chunk_chars=self._max_chunk_chars or DEFAULT_MAX_CHARS,
+                    max_chunk_chars=self._max_chunk_chars,
                     # One job at a time runs here, so batching only merges its own
                     # chunks; one chunk per model call makes every chunk a point
                     # where a cancel is seen.
@@ -194,7 +207,7 @@ class QwenLocalEngine:
 
     async def _run(self, work: SynthesisJob, job: JobContext) -> Audio:
         async with deadline(self.timeout_seconds, f"local Qwen3-TTS task {job.task_id}"):
-            runtime = await self.runtime()
+            scheduler = await self.scheduler()
             loop = asyncio.get_running_loop()
             stop = threading.Event()
 
@@ -202,18 +215,20 @@ class QwenLocalEngine:
                 await job.on_progress(fraction)
 
             def report(fraction: float) -> None:
-                # From the worker thread; fire and forget on the event loop.
+                # From the scheduler's thread; fire and forget on the event loop.
                 asyncio.run_coroutine_threadsafe(forward(fraction), loop)
 
-            def generate() -> list[SynthesisResult]:
-                return runtime.synthesize([work], should_stop=stop.is_set, on_progress=report)
-
+            # Planning encodes a clone prompt on a cache miss: blocking, so threaded.
+            request = await asyncio.to_thread(
+                scheduler.submit, work, cancelled=stop.is_set, on_progress=report
+            )
             try:
-                results = await asyncio.to_thread(generate)
+                result = await asyncio.wrap_future(request.future)
             except asyncio.CancelledError:
-                # The thread cannot be interrupted; it stops at the next chunk boundary.
+                # A model call cannot be interrupted; the job's remaining chunks are
+                # dropped before the next one.
                 stop.set()
                 raise
-            except GenerationStopped as exc:  # pragma: no cover - only after a cancel
-                raise PermanentEngineError("generation was stopped") from exc
-            return results[0].unwrap()
+            if result.audio is None and result.error_message == CANCELLED_MESSAGE:
+                raise PermanentEngineError("generation was stopped")  # pragma: no cover
+            return result.unwrap()

@@ -3,8 +3,9 @@
 
 It loads the Base (clone) and VoiceDesign models, keeps an LRU of clone prompts per
 voice (the reference is encoded once, not on every request), cuts long texts into
-sentence chunks, generates chunks of compatible jobs as one batched model call, and
-joins each job's chunks into one 16-bit WAV.
+sentence chunks, generates chunks of compatible jobs as one batched model call under
+per-chunk token budgets, keeps a designed voice across a text's chunks, and joins each
+job's chunks into one 16-bit WAV.
 
 `torch` and `qwen_tts` are imported lazily so this module imports without the model
 stack (the `qwen` optional dependency group).
@@ -12,6 +13,7 @@ stack (the `qwen` optional dependency group).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -23,14 +25,18 @@ from typing import Any
 
 from gpu.audio import decode_wav, encode_wav, join_chunks
 from gpu.engine import Audio
-from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob, SynthesisResult
-from gpu.text import DEFAULT_MAX_CHARS, chunk_text
+from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
+from gpu.scheduler import Chunk, ChunkScheduler, Generated, Plan
+from gpu.text import chunk_text, token_budget
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-0.6B-Base"
 LARGE_BASE_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-Base"
 DEFAULT_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
+# qwen-tts's own default for max_new_tokens (qwen_tts 0.1.1,
+# inference/qwen3_tts_model.py, _merge_generate_kwargs): the cap of every budget.
+QWEN_MAX_NEW_TOKENS = 2048
 QWEN_PACKAGES = "qwen-tts==0.1.1 (installed with --no-deps) plus the `qwen` extra of pyproject.toml"
 
 
@@ -45,20 +51,23 @@ class RuntimeSettings:
     device: str = "cpu"  # "cpu", "cuda", "cuda:0"
     dtype: str = "float32"  # "bfloat16" on GPUs
     attn_implementation: str = "sdpa"  # beat flash-attention-2 in the old team's runs
-    max_chunk_chars: int = DEFAULT_MAX_CHARS
+    max_chunk_chars: int | None = None  # None: the limit suited to each text's script
     max_batch_items: int = 8  # chunks per model call: bounds GPU memory
     prompt_cache_size: int = 64
-    # Extra generate() arguments, e.g. {"max_new_tokens": 32} for the tiny test model.
+    # Extra generate() arguments. A "max_new_tokens" here caps every chunk's budget
+    # (e.g. 32 for the tiny test model, which never says end-of-speech).
     generate_options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Unit:
-    """One chunk of one job: the thing a batched model call generates."""
-
-    job_index: int
-    text: str
-    prompt: Any = None  # VoiceClonePromptItem for clone units
+def _prompt_failure(job: SynthesisJob, exc: Exception) -> SynthesisResult:
+    log.exception("clone prompt for voice %s failed", job.voice_id)
+    if _out_of_memory(exc):
+        # Not the reference's fault: a fresh call may well fit.
+        _release_gpu_memory()
+        return SynthesisResult.failure(
+            f"out of GPU memory while encoding the reference: {exc}", retryable=True
+        )
+    return SynthesisResult.failure(f"could not encode the reference audio: {exc}", retryable=False)
 
 
 def _fingerprint(job: SynthesisJob) -> str:
@@ -181,6 +190,63 @@ class QwenRuntime:
 
     # -- synthesis ---------------------------------------------------------------
 
+    # -- the ChunkModel side of gpu.scheduler ------------------------------------
+
+    @property
+    def batch_limit(self) -> int:
+        return self.settings.max_batch_items
+
+    def plan(self, job: SynthesisJob) -> Plan | SynthesisResult:
+        """`job`'s chunks, or the error that keeps it from running. A design text of
+        several chunks keeps one voice: its first chunk is designed, and the rest wait
+        to be cloned from that first chunk's audio (each design call samples a new
+        voice)."""
+        problem = self._check(job)
+        if problem is not None:
+            return problem
+        prompt = None
+        if job.kind == "clone":
+            try:
+                prompt = self.clone_prompt(job)
+            except Exception as exc:  # a bad reference fails its job only
+                return _prompt_failure(job, exc)
+        texts = chunk_text(job.text, self.settings.max_chunk_chars)
+        after_first: list[str] = []
+        if job.kind == "design" and len(texts) > 1 and self.can_run("clone"):
+            texts, after_first = texts[:1], texts[1:]
+        ready = [Chunk(job, n, text, job.kind, prompt) for n, text in enumerate(texts)]
+        return Plan(ready=ready, after_first=after_first)
+
+    def continue_after(self, first: Chunk, waveform: Any, texts: list[str]) -> list[Chunk]:
+        """A design text's later chunks, cloned from its first chunk's audio. Where the
+        clone prompt cannot be made, they are designed one by one instead."""
+        later = enumerate(texts, start=first.index + 1)
+        try:
+            with self._lock:
+                items = self._models["clone"].create_voice_clone_prompt(
+                    ref_audio=(waveform, self.sample_rate("design")), ref_text=first.text
+                )
+        except Exception:
+            log.exception("cloning the designed voice failed: its chunks are designed apart")
+            return [Chunk(first.job, n, text, "design") for n, text in later]
+        return [Chunk(first.job, n, text, "clone", items[0]) for n, text in later]
+
+    def generation_failure(self, exc: Exception) -> SynthesisResult:
+        retryable = _out_of_memory(exc)
+        if retryable:
+            _release_gpu_memory()
+        return SynthesisResult.failure(
+            f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
+        )
+
+    def budget(self, text: str) -> int:
+        """A chunk's `max_new_tokens`: from its text (gpu.text.token_budget), never above
+        the configured cap."""
+        cap = int(self.settings.generate_options.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+        return min(token_budget(text), cap)
+
+    # -- synthesis ---------------------------------------------------------------
+
     def synthesize(
         self,
         jobs: Sequence[SynthesisJob],
@@ -189,75 +255,27 @@ class QwenRuntime:
         on_progress: Callable[[float], None] = lambda fraction: None,
         dropped: Callable[[int], bool] = lambda index: False,
     ) -> list[SynthesisResult]:
-        """Generate every job; chunks of jobs of the same kind share model calls.
-        A job that cannot run gets an error result; the others still run.
+        """Generate every job in this thread, their chunks batched together by a
+        scheduler (gpu.scheduler). A job that cannot run gets an error result; the
+        others still run. Every chunk runs under its own token budget; one that
+        reaches it is cut there and listed in the result's `chunks_at_limit`.
 
         Between two model calls, `should_stop()` ends everything (the one caller is
         gone) and `dropped(index)` ends one job (its caller cancelled it): that job
         gets a non-retryable "cancelled" result and the rest of the batch goes on."""
-        results: list[SynthesisResult | None] = [None] * len(jobs)
-        units: dict[JobKind, list[_Unit]] = {"clone": [], "design": []}
-        for index, job in enumerate(jobs):
-            problem = self._check(job)
-            if problem is not None:
-                results[index] = problem
-                continue
-            prompt = None
-            if job.kind == "clone":
-                try:
-                    prompt = self.clone_prompt(job)
-                except Exception as exc:  # a bad reference fails its job only
-                    log.exception("clone prompt for voice %s failed", job.voice_id)
-                    if _out_of_memory(exc):
-                        # Not the reference's fault: a fresh call may well fit.
-                        _release_gpu_memory()
-                        results[index] = SynthesisResult.failure(
-                            f"out of GPU memory while encoding the reference: {exc}",
-                            retryable=True,
-                        )
-                    else:
-                        results[index] = SynthesisResult.failure(
-                            f"could not encode the reference audio: {exc}", retryable=False
-                        )
-                    continue
-            for chunk in chunk_text(job.text, self.settings.max_chunk_chars):
-                units[job.kind].append(_Unit(index, chunk, prompt))
-
-        waveforms: dict[int, list[Any]] = {}
-        total = sum(len(group) for group in units.values())
-        done = 0
-        for kind, group in units.items():
-            step = max(1, self.settings.max_batch_items)
-            for start in range(0, len(group), step):
-                if should_stop():
-                    raise GenerationStopped()
-                for index in {u.job_index for u in group[start:]}:
-                    if results[index] is None and dropped(index):
-                        results[index] = SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False)
-                batch = [u for u in group[start : start + step] if results[u.job_index] is None]
-                if not batch:
-                    continue
-                try:
-                    generated = self._generate(kind, batch, jobs)
-                except Exception as exc:
-                    log.exception("Qwen3-TTS %s batch of %d chunks failed", kind, len(batch))
-                    retryable = _out_of_memory(exc)
-                    if retryable:
-                        _release_gpu_memory()
-                    for unit in batch:
-                        results[unit.job_index] = SynthesisResult.failure(
-                            f"generation failed: {type(exc).__name__}: {exc}", retryable=retryable
-                        )
-                    continue
-                for unit, waveform in zip(batch, generated, strict=True):
-                    waveforms.setdefault(unit.job_index, []).append(waveform)
-                done += len(batch)
-                on_progress(done / total)
-
-        for index, job in enumerate(jobs):
-            if results[index] is None:
-                results[index] = self._assemble(job.kind, waveforms.get(index, []))
-        return [result for result in results if result is not None]
+        scheduler = ChunkScheduler(self)
+        requests = [
+            scheduler.submit(job, cancelled=functools.partial(dropped, index))
+            for index, job in enumerate(jobs)
+        ]
+        total = sum(r.total for r in requests)
+        while scheduler.pending():
+            if should_stop():
+                raise GenerationStopped()
+            scheduler.step()
+            done = sum(len(r.waveforms) for r in requests)
+            on_progress(done / max(total, 1))
+        return [request.future.result() for request in requests]
 
     def _check(self, job: SynthesisJob) -> SynthesisResult | None:
         if not job.text.strip():
@@ -275,36 +293,54 @@ class QwenRuntime:
             )
         return None
 
-    def _generate(
-        self, kind: JobKind, batch: list[_Unit], jobs: Sequence[SynthesisJob]
-    ) -> list[Any]:
+    def generate(self, kind: JobKind, chunks: Sequence[Chunk]) -> list[Generated]:
+        """One model call for `chunks`: each chunk's waveform, cut at its own budget,
+        and whether it reached that budget (no end of speech before it)."""
         model = self._models[kind]
-        texts = [unit.text for unit in batch]
-        languages = [jobs[unit.job_index].language for unit in batch]
+        texts = [chunk.text for chunk in chunks]
+        languages = [chunk.job.language for chunk in chunks]
+        budgets = [self.budget(chunk.text) for chunk in chunks]
+        # One call takes one max_new_tokens: the largest budget of the batch. A chunk
+        # that runs past its own smaller budget is cut to it below.
+        options = {**self.settings.generate_options, "max_new_tokens": max(budgets)}
         with self._lock:
             if kind == "clone":
                 wavs, _ = model.generate_voice_clone(
                     text=texts,
                     language=languages,
-                    voice_clone_prompt=[unit.prompt for unit in batch],
-                    **self.settings.generate_options,
+                    voice_clone_prompt=[chunk.prompt for chunk in chunks],
+                    **options,
                 )
             else:
                 wavs, _ = model.generate_voice_design(
                     text=texts,
                     language=languages,
-                    instruct=[jobs[unit.job_index].instruct for unit in batch],
-                    **self.settings.generate_options,
+                    instruct=[chunk.job.instruct for chunk in chunks],
+                    **options,
                 )
-        return list(wavs)
+            samples_per_token = int(model.model.speech_tokenizer.get_decode_upsample_rate())
+        out: list[Generated] = []
+        for waveform, budget in zip(wavs, budgets, strict=True):
+            # qwen-tts keeps a sequence's codes up to its end-of-speech token, or all
+            # max_new_tokens of them when it has none (qwen_tts 0.1.1,
+            # core/models/modeling_qwen3_tts.py, `effective_lengths` in generate), and
+            # decodes each code to get_decode_upsample_rate() samples.
+            limit = budget * samples_per_token
+            out.append(Generated(waveform[:limit], at_limit=len(waveform) >= limit))
+        return out
 
-    def _assemble(self, kind: JobKind, waveforms: list[Any]) -> SynthesisResult:
-        sample_rate = self.sample_rate(kind)
+    def assemble(
+        self, job: SynthesisJob, waveforms: list[Any], chunks_at_limit: tuple[int, ...]
+    ) -> SynthesisResult:
+        """`job`'s chunks joined into one 16-bit WAV. A design text's cloned chunks share
+        its rate: both models use the same 24 kHz speech tokenizer."""
+        sample_rate = self.sample_rate(job.kind)
         samples = join_chunks([float_to_pcm16(w) for w in waveforms], sample_rate)
         return SynthesisResult(
             audio=Audio(
                 wav=encode_wav(samples, sample_rate),
                 sample_rate=sample_rate,
                 duration_seconds=len(samples) / sample_rate,
+                chunks_at_limit=chunks_at_limit,
             )
         )

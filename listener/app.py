@@ -6,7 +6,7 @@ import logging
 import os
 import uuid
 
-from gpu.engine import Engine
+from gpu.engine import Engine, requests_in_flight
 from gpu.transcription import Transcriber, Transcript
 from listener.checkout import build_checkout
 from listener.database import Database
@@ -79,6 +79,9 @@ def build_listener(
     transcriber: Transcriber | None = None,
 ) -> Listener:
     stripe_checkout = build_checkout(settings)
+    engine = engine or build_engine(settings.engine)
+    if settings.speech_in_flight is None:
+        settings = settings.model_copy(update={"speech_in_flight": requests_in_flight(engine)})
     pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
     if stripe_checkout is not None:
         pool_size += settings.concurrency_checkout
@@ -90,8 +93,12 @@ def build_listener(
         store = SupabaseObjectStore(settings.supabase_url, settings.supabase_service_role_key)
     else:
         store = LocalObjectStore(settings.storage_dir, settings.local_storage_database_url())
-    engine = engine or build_engine(settings.engine)
-    log.info("engine %s, storage %s", engine.name, settings.storage)
+    log.info(
+        "engine %s (%d speech jobs in flight), storage %s",
+        engine.name,
+        settings.speech_in_flight,
+        settings.storage,
+    )
     transcriber = transcriber or build_transcriber(settings.transcriber)
     handlers = Handlers(
         engine,

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from devstack.settings import ROOT, local_url, storage_admin_url, worker_url
+from gpu.engine import DEFAULT_REQUESTS_IN_FLIGHT
 
 QUEUES = ("generate", "design_preview", "clone", "transcribe", "storage_cleanup")
 
@@ -43,9 +44,18 @@ class ListenerSettings(BaseSettings):
     transcriber: str = "auto"
     worker_id: str = Field(default_factory=default_worker_id)
 
+    # Speech jobs (generate plus design_preview) this process keeps at its engine at
+    # once. The GPU side batches chunks of every request in flight, so a fuller queue
+    # means fuller model calls. None: what the engine says it takes
+    # (gpu.engine.requests_in_flight: 16 for Modal, 3 for in-process engines).
+    # Guidance for Modal: listeners x speech_in_flight ~= UTTER_MODAL_MAX_CONTAINERS x
+    # UTTER_MODAL_MAX_INPUTS keeps every container's scheduler fed without queueing
+    # at Modal; each job in flight also counts toward the database pool (docs/deploy.md).
+    speech_in_flight: PositiveInt | None = None
     # Per-queue concurrency: how many jobs of each kind run at once in this process.
-    concurrency_generate: PositiveInt = 2
-    concurrency_design_preview: PositiveInt = 1
+    # generate / design_preview default to 3/4 and 1/4 (at least 1) of speech_in_flight.
+    concurrency_generate: PositiveInt | None = None
+    concurrency_design_preview: PositiveInt | None = None
     concurrency_clone: PositiveInt = 2
     concurrency_transcribe: PositiveInt = 2
     concurrency_storage_cleanup: PositiveInt = 2
@@ -123,7 +133,12 @@ class ListenerSettings(BaseSettings):
         return self.storage_database_url or storage_admin_url(self.database_url)
 
     def concurrency(self, queue: str) -> int:
-        return int(getattr(self, f"concurrency_{queue}"))
+        chosen = getattr(self, f"concurrency_{queue}")
+        if chosen is not None:
+            return int(chosen)
+        speech = self.speech_in_flight or DEFAULT_REQUESTS_IN_FLIGHT
+        generate = max(1, speech * 3 // 4)
+        return generate if queue == "generate" else max(1, speech - generate)
 
     def check_consistency(self) -> None:
         if self.storage == "supabase" and not (

@@ -1,10 +1,11 @@
 """The Modal app module: what `modal deploy` would build (inspected offline, through
-modal's own objects), and its batched method run on a tiny model in this process."""
+modal's own objects), and its methods run on a tiny model in this process."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,14 @@ def test_the_app_has_the_names_the_engine_looks_up() -> None:
     assert modal_app.Qwen3TTS._get_user_cls().__name__ == CLASS_NAME
 
 
-def test_the_gpu_class_has_gpu_volume_timeout_and_batching() -> None:
+def test_the_gpu_class_has_gpu_volume_timeout_and_concurrent_inputs() -> None:
     info = function_info(modal_app.Qwen3TTS._get_class_service_function())
     assert info.gpus == [("A10G", 1)]
     assert info.timeout == 30 * 60
     assert info.method_names == [METHOD_NAME]
-    assert (info.batching_info.max_batch_size, info.batching_info.wait_ms) == (8, 150)
+    # Requests are separate inputs feeding one chunk scheduler, not a @modal.batched call.
+    assert info.batching_info is None
+    assert info.concurrency_info.max_inputs == modal_app.settings.max_inputs == 32
     assert info.volumes["/weights"].name == "utter-qwen-weights"
     assert isinstance(modal_app.weights_volume, modal.Volume)
 
@@ -94,18 +97,25 @@ def test_loading_without_weights_names_the_download_command() -> None:
         worker.load()
 
 
-def test_the_batched_method_runs_a_mixed_batch(
-    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    worker = modal_app.Qwen3TTS._get_user_cls()()
-    worker.runtime = QwenRuntime(
+def design_runtime(tiny_models: dict[str, Path]) -> QwenRuntime:
+    runtime = QwenRuntime(
         RuntimeSettings(
             base_model=None,
             design_model=str(tiny_models["design"]),
             generate_options={"max_new_tokens": 8},
         )
     )
-    worker.runtime.load()
+    runtime.load()
+    return runtime
+
+
+def test_concurrent_inputs_share_the_scheduler_and_each_gets_its_own_answer(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = modal_app.Qwen3TTS._get_user_cls()()
+    worker.runtime = design_runtime(tiny_models)
+    worker.scheduler = modal_app.ChunkScheduler(worker.runtime)
+    monkeypatch.setattr(modal_app, "control", FakeDict())
     synthesize = synchronizer._translate_in(type(worker).__dict__["synthesize"]).raw_f
     jobs = [
         SynthesisJob(
@@ -116,26 +126,26 @@ def test_the_batched_method_runs_a_mixed_batch(
             kind="design", text="Hallo.", language="German", instruct="a calm voice"
         ).to_wire(),
     ]
-    first, malformed, third = (SynthesisResult.from_wire(r) for r in synthesize(worker, jobs))
+    worker.scheduler.start()
+    try:
+        # Modal runs each input of a sync @modal.concurrent method in its own thread.
+        with ThreadPoolExecutor(max_workers=3) as inputs:
+            answers = list(inputs.map(lambda job: synthesize(worker, job), jobs))
+    finally:
+        worker.scheduler.close()
+    first, malformed, third = (SynthesisResult.from_wire(r) for r in answers)
     assert first.audio is not None and third.audio is not None
     assert first.audio.sample_rate == 24_000
     assert malformed.audio is None and "malformed" in malformed.error_message
 
 
-def test_a_cancelled_request_is_dropped_and_its_batch_mates_still_run(
+def test_a_cancelled_request_is_dropped_and_the_others_still_run(
     tiny_models: dict[str, Path],
 ) -> None:
     """The per-request cancellation the engine relies on (gpu/jobs.py CallControl):
     every request is marked started, and one whose flag is set gets a "cancelled"
-    result while the rest of the batch is generated."""
-    runtime = QwenRuntime(
-        RuntimeSettings(
-            base_model=None,
-            design_model=str(tiny_models["design"]),
-            generate_options={"max_new_tokens": 8},
-        )
-    )
-    runtime.load()
+    result while the others are generated."""
+    scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
     store = FakeDict()
     store.put(CallControl.cancel_key("dropped"), 1.0)
     jobs = [
@@ -144,9 +154,13 @@ def test_a_cancelled_request_is_dropped_and_its_batch_mates_still_run(
         ).to_wire()
         for t in ("kept", "dropped")
     ]
-    kept, dropped = (
-        SynthesisResult.from_wire(r) for r in modal_app.run_batch(runtime, jobs, store)
-    )
+    scheduler.start()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as inputs:
+            answers = list(inputs.map(lambda j: modal_app.run_request(scheduler, j, store), jobs))
+    finally:
+        scheduler.close()
+    kept, dropped = (SynthesisResult.from_wire(r) for r in answers)
     assert kept.audio is not None
     assert (dropped.audio, dropped.error_message) == (None, CANCELLED_MESSAGE)
     assert not dropped.error_retryable

@@ -16,6 +16,7 @@ from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob
 from gpu.qwen_local import LocalWeights, QwenLocalEngine
 from gpu.qwen_runtime import GenerationStopped, QwenRuntime, RuntimeSettings
 from gpu.reference import normalize_reference
+from gpu.text import chunk_text, token_budget
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +114,10 @@ def test_compatible_jobs_and_chunks_share_model_calls(
     ]
     results = runtime.synthesize(jobs)
     assert all(result.audio is not None for result in results)
-    # 40-char chunks: the long text is 3 chunks, plus 1 for "Hi." = 4 clone chunks, one
-    # call (max 4 per batch); the two design jobs share another.
-    assert counter.batches == [("clone", 4), ("design", 2)]
+    # 40-char chunks: the long text is 3 chunks. Its first chunk shares a call with
+    # "Hi." (a first chunk runs without its own later chunks), the two design jobs
+    # share the next, then the long text's other two chunks.
+    assert counter.batches == [("clone", 2), ("design", 2), ("clone", 2)]
 
 
 def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: bytes) -> None:
@@ -155,7 +157,8 @@ def test_a_dropped_job_ends_between_batches_and_the_others_finish(
         CANCELLED_MESSAGE,
         False,
     )
-    assert counter.batches[0][1] == 4 and all(size <= 4 for _, size in counter.batches)
+    assert counter.batches[:2] == [("clone", 2), ("clone", 4)]
+    assert all(size <= 4 for _, size in counter.batches)
 
 
 def test_out_of_memory_while_encoding_a_reference_is_retryable(
@@ -198,3 +201,107 @@ def test_weights_are_found_per_model_or_under_one_root(tiny_models: dict[str, Pa
     )
     base_only = LocalWeights.from_env({"UTTER_QWEN_BASE_DIR": str(tiny_models["base"])})
     assert (base_only.base_dir, base_only.design_dir) == (tiny_models["base"], None)
+
+
+class GenerateSpy:
+    """Wraps a loaded model's generate method, keeping each call's arguments and the
+    waveforms the real model returned."""
+
+    def __init__(self, runtime: QwenRuntime, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[dict[str, Any], list[Any]]] = []
+        method = "generate_voice_clone" if kind == "clone" else "generate_voice_design"
+        model = runtime._models[kind]
+        original = getattr(model, method)
+
+        def spied(**kwargs: Any) -> Any:
+            wavs, rate = original(**kwargs)
+            self.calls.append((kwargs, list(wavs)))
+            return wavs, rate
+
+        monkeypatch.setattr(model, method, spied)
+
+
+def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = GenerateSpy(runtime, "clone", monkeypatch)
+    uncapped = QwenRuntime(
+        RuntimeSettings(base_model=None, design_model=None, max_chunk_chars=40, max_batch_items=4)
+    )
+    uncapped._models = runtime._models  # same loaded models, no cap on the budgets
+    text = "Hi. This second chunk is much longer than the first one was."
+    (result,) = uncapped.synthesize([clone_job(reference, text, voice="voice-budget")])
+    audio = result.unwrap()
+    # The first chunk alone, then the other two in one call with one max_new_tokens:
+    # the larger of their budgets.
+    (_, first), (kwargs, rest) = spy.calls
+    returned = first + rest
+    chunks = chunk_text(text, 40)
+    budgets = [token_budget(chunk) for chunk in chunks]
+    assert kwargs["max_new_tokens"] == max(budgets[1:]) and budgets[1] != budgets[2]
+    upsample = runtime._models["clone"].model.speech_tokenizer.get_decode_upsample_rate()
+    # A chunk whose codes filled its own budget (no end of speech) is listed and cut to it.
+    expected = tuple(
+        n
+        for n, (wav, budget) in enumerate(zip(returned, budgets, strict=True))
+        if len(wav) >= budget * upsample
+    )
+    assert audio.chunks_at_limit == expected
+    kept = sum(
+        min(len(wav), budget * upsample) for wav, budget in zip(returned, budgets, strict=True)
+    )
+    _, frames = wav_rate_and_frames(audio.wav)
+    # Joins trim to zero crossings and overlap by a crossfade: a few ms per joint.
+    assert abs(frames - kept) < audio.sample_rate // 10
+
+
+def test_a_cap_in_the_settings_bounds_every_budget(
+    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = GenerateSpy(runtime, "clone", monkeypatch)
+    text = " ".join(f"Sentence number {n} is here." for n in range(6))
+    (result,) = runtime.synthesize([clone_job(reference, text)])
+    assert {kwargs["max_new_tokens"] for kwargs, _ in spy.calls} == {10}
+    upsample = runtime._models["clone"].model.speech_tokenizer.get_decode_upsample_rate()
+    returned = [wav for _, wavs in spy.calls for wav in wavs]
+    assert result.unwrap().chunks_at_limit == tuple(
+        n for n, wav in enumerate(returned) if len(wav) >= 10 * upsample
+    )
+
+
+def test_a_design_text_is_designed_once_and_its_later_chunks_cloned_from_it(
+    runtime: QwenRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    design_spy = GenerateSpy(runtime, "design", monkeypatch)
+    clone_spy = GenerateSpy(runtime, "clone", monkeypatch)
+    prompts: list[tuple[int, str]] = []
+    original = runtime._models["clone"].create_voice_clone_prompt
+
+    def recorded(**kwargs: Any) -> Any:
+        waveform, _rate = kwargs["ref_audio"]
+        prompts.append((len(waveform), kwargs["ref_text"]))
+        return original(**kwargs)
+
+    monkeypatch.setattr(runtime._models["clone"], "create_voice_clone_prompt", recorded)
+    text = "The first sentence is here. The second follows it. And then a third one."
+    job = SynthesisJob(kind="design", text=text, language="English", instruct="a calm voice")
+    (result,) = runtime.synthesize([job])
+    assert result.audio is not None
+    ((design_kwargs, designed),) = design_spy.calls
+    first, *rest = chunk_text(text, 40)
+    assert design_kwargs["text"] == [first]
+    # The designed audio and its text became the clone prompt of every later chunk.
+    assert prompts == [(len(designed[0]), first)]
+    assert [chunk for kwargs, _ in clone_spy.calls for chunk in kwargs["text"]] == rest
+    prompt_items = {id(p) for kwargs, _ in clone_spy.calls for p in kwargs["voice_clone_prompt"]}
+    assert len(prompt_items) == 1
+
+
+def test_a_chunk_limit_result_crosses_the_wire() -> None:
+    from gpu.engine import Audio
+    from gpu.jobs import SynthesisResult
+
+    audio = Audio(wav=b"RIFF", sample_rate=24_000, duration_seconds=1.0, chunks_at_limit=(2,))
+    assert SynthesisResult.from_wire(SynthesisResult(audio=audio).to_wire()).audio == audio
+    old_app = {"wav": b"RIFF", "sample_rate": 24_000, "duration_seconds": 1.0}
+    assert SynthesisResult.from_wire(old_app).audio == Audio(b"RIFF", 24_000, 1.0)

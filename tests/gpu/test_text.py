@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from gpu.text import chunk_text, split_sentences
+from gpu.text import (
+    CHINESE,
+    DEFAULT_MAX_CHARS,
+    JAPANESE,
+    KOREAN,
+    LATIN,
+    chunk_text,
+    detect_script,
+    split_sentences,
+    token_budget,
+)
 
 
 def test_sentences_split_at_latin_and_cjk_punctuation() -> None:
@@ -53,3 +65,52 @@ def test_empty_text_has_no_chunks_and_the_limit_must_be_positive() -> None:
     assert chunk_text("   \n ") == []
     with pytest.raises(ValueError):
         chunk_text("hi", max_chars=0)
+
+
+def test_japanese_clauses_are_rejoined_without_spaces() -> None:
+    sentence = "これは、とても長い文で、いくつもの節があり、最後まで続きます。"
+    chunks = chunk_text(sentence * 3, max_chars=20)
+    assert all(" " not in chunk and len(chunk) <= 20 for chunk in chunks)
+    assert "".join(chunks) == sentence * 3
+
+
+def test_line_breaks_inside_cjk_text_are_not_read_as_spaces() -> None:
+    assert chunk_text("今日は\nいい天気ですね。\n散歩に行きましょう。") == [
+        "今日はいい天気ですね。散歩に行きましょう。"
+    ]
+    # Latin words across a line break keep their space; so does a Latin word in CJK text.
+    assert chunk_text("Hello\nworld.") == ["Hello world."]
+
+
+def test_korean_keeps_the_spaces_between_its_words() -> None:
+    text = "안녕하세요. 오늘은 날씨가 정말 좋네요. 같이 산책하러 갈까요?"
+    chunks = chunk_text(text, max_chars=20)
+    assert " ".join(chunks) == text
+    assert detect_script(text) is KOREAN
+
+
+def test_each_script_gets_a_limit_that_suits_its_speech_rate() -> None:
+    assert detect_script("The quick brown fox.") is LATIN
+    assert detect_script("Привет, как дела?") is LATIN
+    assert detect_script("今天天气很好，我们去公园散步吧。") is CHINESE
+    assert detect_script("東京は日本の首都です。") is JAPANESE
+    # Roughly the same speaking time per chunk: far fewer characters of Chinese.
+    assert CHINESE.max_chunk_chars < JAPANESE.max_chunk_chars < LATIN.max_chunk_chars
+    assert LATIN.max_chunk_chars == DEFAULT_MAX_CHARS
+    chinese = "今天天气很好，我们去公园散步吧。" * 20
+    chunks = chunk_text(chinese)
+    assert all(len(chunk) <= CHINESE.max_chunk_chars for chunk in chunks)
+    assert "".join(chunks) == chinese
+    assert len(chunk_text("The quick brown fox jumps. " * 8)) == 1  # 216 chars of English
+
+
+def test_the_token_budget_follows_the_documented_formula() -> None:
+    english = "x" * 255
+    assert token_budget(english) == math.ceil((255 / 8.0 * 1.5 + 3.0) * 12) == 610
+    assert token_budget("Hi.") == math.ceil((3 / 8.0 * 1.5 + 3.0) * 12)
+    # A Chinese chunk of the same speaking time gets a comparable budget.
+    chinese = "天" * CHINESE.max_chunk_chars
+    assert abs(token_budget(chinese) - token_budget("x" * LATIN.max_chunk_chars)) < 150
+    # Always well under qwen-tts's default of 2048 for a chunk of the script's size.
+    for script in (LATIN, CHINESE, JAPANESE, KOREAN):
+        assert token_budget("a" * script.max_chunk_chars, script) < 2048
