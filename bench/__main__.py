@@ -11,7 +11,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import inference, insert_cost, memory, pickup, profile, push, throughput
+from bench import (
+    goals,
+    inference,
+    insert_cost,
+    memory,
+    peers,
+    pickup,
+    profile,
+    push,
+    throughput,
+)
 from bench.common import Result, fresh_database
 from devstack.settings import ROOT
 
@@ -48,16 +58,23 @@ def main() -> int:
         ("Insert cost", insert_cost.run),
         ("Pickup latency", pickup.run),
         ("Throughput", throughput.run),
+        ("The peers: graphile-worker and procrastinate", peers.run),
         ("Push latency through the relay", push.run),
         ("Memory", memory.run),
     ]
     started = time.monotonic()
+    everything: list[Result] = []
     for title, run in suites:
         print(f"== {title}", flush=True)
         with fresh_database() as url:
             results = run(url)
         print(table(results), flush=True)
         sections.append((title, table(results)))
+        everything += results
+    comparison = goals.render(everything)
+    print("== Goals against graphile-worker", flush=True)
+    print(comparison, flush=True)
+    sections.insert(0, ("Goals against graphile-worker, same run", comparison))
     print("== Profile", flush=True)
     with fresh_database() as url:
         hot_path = profile.listener_profile(url)

@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from devstack import cluster, testdb
 from devstack.processes import spawn_listener
-from devstack.settings import target
+from devstack.settings import admin_url, target, with_dbname
 
 
 @dataclass
@@ -30,6 +30,9 @@ class Result:
     p99_ms: float | None = None
     per_second: float | None = None
     note: str = ""
+    # Names the rows bench/goals.py compares; empty for the rest.
+    key: str = ""
+    database_ms_per_job: float | None = None
 
 
 def percentiles(samples_ms: Sequence[float]) -> tuple[float, float]:
@@ -37,9 +40,11 @@ def percentiles(samples_ms: Sequence[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def timing(benchmark: str, subject: str, samples_ms: Sequence[float], note: str = "") -> Result:
+def timing(
+    benchmark: str, subject: str, samples_ms: Sequence[float], note: str = "", key: str = ""
+) -> Result:
     p50, p99 = percentiles(samples_ms)
-    return Result(benchmark, subject, len(samples_ms), p50, p99, note=note)
+    return Result(benchmark, subject, len(samples_ms), p50, p99, note=note, key=key)
 
 
 @contextmanager
@@ -104,19 +109,26 @@ def users_with_voices(
 def make_backlog(
     conn: psycopg.Connection[dict[str, object]], users: int, per_user: int = 10
 ) -> None:
-    """`users` times `per_user` design previews, each inserted as its user."""
+    """`users` times `per_user` design previews, each inserted as its user, taking turns
+    between the users: the queue's order is then as mixed as many users make it, and a
+    listener's slots hold no more of one user's jobs at once than the tier caps allow
+    in production (bench/findings.md)."""
     conn.execute(
         f"""
         do $$
         declare
+          uids uuid[];
           uid uuid;
         begin
-          for i in 1..{int(users)} loop
-            uid := tests.create_user('backlog-' || i || '-' || gen_random_uuid() || '@example.com');
-            perform set_config('request.jwt.claims',
-                               json_build_object('sub', uid, 'role', 'authenticated')::text, true);
-            insert into design_previews (instruct, text, language)
-            select 'A warm voice', 'Line ' || n, 'English' from generate_series(1, {int(per_user)}) n;
+          select array_agg(tests.create_user('backlog-' || i || '-' || gen_random_uuid() || '@example.com'))
+          into uids from generate_series(1, {int(users)}) i;
+          for n in 1..{int(per_user)} loop
+            foreach uid in array uids loop
+              perform set_config('request.jwt.claims',
+                                 json_build_object('sub', uid, 'role', 'authenticated')::text, true);
+              insert into design_previews (instruct, text, language)
+              values ('A warm voice', 'Line ' || n, 'English');
+            end loop;
           end loop;
         end
         $$
@@ -144,3 +156,53 @@ def start_listener(url: str) -> subprocess.Popen[bytes]:
         UTTER_CONCURRENCY_DESIGN_PREVIEW="8",
         UTTER_BATCH_SIZE="8",
     )
+
+
+# Carried by the benchmark's own polls, so the database time leaves them out.
+WATCHER = "/* bench watcher */ "
+
+
+class DatabaseTime:
+    """Execution time the server spent on one database's statements (pg_stat_statements,
+    top-level statements, so a trigger's time is inside its insert's), from `reset()` to
+    `milliseconds()`, leaving out the benchmark's own polls (marked with WATCHER). It
+    reads the server-wide view from the `postgres` database, so the benchmark holds no
+    superuser session in the database it drops afterwards."""
+
+    def __init__(self, url: str) -> None:
+        self.database = url.rsplit("/", 1)[-1].split("?", 1)[0]
+        self.admin = connect(admin_url(with_dbname(url, "postgres")))
+        loaded = self.admin.execute(
+            "select current_setting('shared_preload_libraries') like '%pg_stat_statements%' as on"
+        ).fetchall()[0]["on"]
+        self.available = bool(loaded)
+        if self.available:
+            self.admin.execute("create extension if not exists pg_stat_statements")
+
+    def reset(self) -> None:
+        if self.available:
+            self.admin.execute(
+                "select pg_stat_statements_reset(0, (select oid from pg_database "
+                "where datname = %s), 0)",
+                (self.database,),
+            )
+
+    def milliseconds(self) -> float | None:
+        if not self.available:
+            return None
+        row = self.admin.execute(
+            "select coalesce(sum(total_exec_time), 0) as ms from pg_stat_statements "
+            "where dbid = (select oid from pg_database where datname = %s) "
+            "and query not like %s",
+            (self.database, WATCHER.strip() + "%"),
+        ).fetchall()[0]
+        return float(str(row["ms"]))
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+NO_DATABASE_TIME = (
+    "no database time: the server does not preload pg_stat_statements "
+    "(a cluster made before it did: make db-reset)"
+)

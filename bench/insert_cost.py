@@ -50,7 +50,12 @@ def run(url: str) -> list[Result]:
             conn.commit()
             bare.append((time.perf_counter() - started) * 1000)
 
-    subject = timing("insert", "user's generation insert (RLS + triggers + pgmq + broadcast)", full)
+    subject = timing(
+        "insert",
+        "user's generation insert (RLS + triggers + pgmq + broadcast)",
+        full,
+        key="ours.insert",
+    )
     plain_result = timing("insert", "plain insert, same row, no triggers, no RLS", plain)
     bare_result = timing("insert", "bare pgmq.send", bare)
     assert subject.p50_ms and plain_result.p50_ms and bare_result.p50_ms

@@ -137,9 +137,25 @@ def run(url: str) -> list[Result]:
     interval = 1 / LIGHT_RATE_PER_SECOND
     results = []
     light = asyncio.run(_listener_run(url, users[:20], LIGHT_COUNT, interval))
-    results.append(timing("pickup", f"listener (NOTIFY), light {LIGHT_RATE_PER_SECOND}/s", light))
+    results.append(
+        timing(
+            "pickup",
+            f"listener (NOTIFY), light {LIGHT_RATE_PER_SECOND}/s",
+            light,
+            note="tone engine called",
+            key="ours.pickup.light",
+        )
+    )
     burst = asyncio.run(_listener_run(url, users[20:], BURST_COUNT, 0.0))
-    results.append(timing("pickup", f"listener (NOTIFY), burst of {BURST_COUNT}", burst))
+    results.append(
+        timing(
+            "pickup",
+            f"listener (NOTIFY), burst of {BURST_COUNT}",
+            burst,
+            note="tone engine called",
+            key="ours.pickup.burst",
+        )
+    )
     results.append(
         timing(
             "pickup",

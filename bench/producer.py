@@ -4,7 +4,10 @@ neither its process nor its interpreter lock. Prints a JSON object mapping each
 insert's key to its commit time on `time.perf_counter()`, a system-wide monotonic
 clock on Linux, so the listener's process can subtract it from its own readings.
 
-  python -m bench.producer URL previews|bare COUNT INTERVAL_SECONDS [USER_ID ...]
+  python -m bench.producer URL previews|bare|graphile|procrastinate COUNT INTERVAL_SECONDS [USER_ID ...]
+
+`graphile` and `procrastinate` enqueue the peers' `pickup` jobs (bench/peers.py) the way
+their users do: graphile-worker's `add_job` in SQL, procrastinate's `defer`.
 """
 
 from __future__ import annotations
@@ -37,15 +40,38 @@ def send_bare(conn: psycopg.Connection[Any], user_id: uuid.UUID, i: int) -> str:
     return str(i)
 
 
+def add_graphile_job(conn: psycopg.Connection[Any], user_id: uuid.UUID, i: int) -> str:
+    conn.execute("select graphile_worker.add_job('pickup', json_build_object('i', %s::int))", (i,))
+    return str(i)
+
+
 SENDERS: dict[str, Callable[[psycopg.Connection[Any], uuid.UUID, int], str]] = {
     "previews": insert_preview,
     "bare": send_bare,
+    "graphile": add_graphile_job,
 }
+
+
+def defer_procrastinate_jobs(url: str, count: int, interval: float) -> dict[str, float]:
+    from bench.procrastinate_subject import sync_app
+
+    committed: dict[str, float] = {}
+    app = sync_app(url)
+    with app.open():
+        pickup = app.tasks["pickup"]
+        for i in range(count):
+            pickup.defer(i=i)  # its own transaction, committed on return
+            committed[str(i)] = time.perf_counter()
+            if interval:
+                time.sleep(interval)
+    return committed
 
 
 def produce(
     url: str, mode: str, count: int, interval: float, users: list[uuid.UUID]
 ) -> dict[str, float]:
+    if mode == "procrastinate":
+        return defer_procrastinate_jobs(url, count, interval)
     send = SENDERS[mode]
     committed: dict[str, float] = {}
     with psycopg.connect(url) as conn:

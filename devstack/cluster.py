@@ -47,15 +47,23 @@ SERVER_SETTINGS = {
 # password-only host rules here would refuse). Only where the server has the library
 # (Debian's postgresql-15-cron; not the PostgreSQL 17 test server).
 CRON_SETTINGS = {
-    "shared_preload_libraries": "'pg_cron'",
     "cron.database_name": "'postgres'",
     "cron.use_background_workers": "on",
 }
+# Supabase preloads pg_stat_statements too; `make bench` reads each job's database time
+# from it. A cluster made before it was listed keeps its old list: `make db-reset`.
+PRELOADED_LIBRARIES = ["pg_cron", "pg_stat_statements"]
 
 
 def wanted_settings() -> dict[str, str]:
-    has_cron = (PG_BIN.parent / "lib" / "pg_cron.so").exists()
-    return SERVER_SETTINGS | (CRON_SETTINGS if has_cron else {})
+    library_dir = PG_BIN.parent / "lib"
+    preloaded = [name for name in PRELOADED_LIBRARIES if (library_dir / f"{name}.so").exists()]
+    settings = dict(SERVER_SETTINGS)
+    if preloaded:
+        settings["shared_preload_libraries"] = "'" + ",".join(preloaded) + "'"
+    if "pg_cron" in preloaded:
+        settings |= CRON_SETTINGS
+    return settings
 
 
 class ClusterError(RuntimeError):

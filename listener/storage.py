@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from listener.database import QUERIES
 
@@ -38,6 +39,10 @@ class ObjectStore(Protocol):
 
     async def delete(self, bucket: str, key: str) -> None:
         """Idempotent: deleting what is not there succeeds."""
+        ...
+
+    async def close(self) -> None:
+        """Lets go of connections; the listener calls it once, when it stops."""
         ...
 
 
@@ -73,9 +78,35 @@ class LocalObjectStore:
     """Files under `root/<bucket>/<key>`; rows through `storage_database_url`, the
     Storage API's own login (devstack.settings.storage_admin_url)."""
 
-    def __init__(self, root: Path, storage_database_url: str) -> None:
+    def __init__(self, root: Path, storage_database_url: str, pool_size: int = 4) -> None:
         self.root = root.resolve()
         self.storage_database_url = storage_database_url
+        self.pool_size = pool_size
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    async def _connections(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """The Storage API keeps its database connections in a pool (a knex pool per
+        tenant, supabase/storage src/internal/database/connection.ts) rather than
+        logging in per request; so does this, opened at the first request. Each
+        checkout is checked (an empty query) so that a connection a database restart
+        broke is replaced, not handed to a request, as a fresh login never was."""
+        if self._pool is None:
+            self._pool = AsyncConnectionPool(
+                self.storage_database_url,
+                min_size=1,
+                max_size=self.pool_size,
+                open=False,
+                timeout=10,
+                kwargs={"autocommit": True, "connect_timeout": 10},
+                check=AsyncConnectionPool.check_connection,
+            )
+            await self._pool.open()
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     def path(self, bucket: str, key: str) -> Path:
         check_key(bucket, key)
@@ -85,10 +116,9 @@ class LocalObjectStore:
     async def _request(self) -> AsyncIterator[psycopg.AsyncCursor[dict[str, Any]]]:
         """One Storage API request: one transaction, scoped to the service role
         (supabase/storage src/internal/database/postgres/scope.ts)."""
+        pool = await self._connections()
         async with (
-            await psycopg.AsyncConnection.connect(
-                self.storage_database_url, connect_timeout=10
-            ) as conn,
+            pool.connection() as conn,
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cursor,
         ):
@@ -189,3 +219,6 @@ class SupabaseObjectStore:
     async def delete(self, bucket: str, key: str) -> None:
         storage = await self._storage()
         await storage.from_(bucket).remove([key])
+
+    async def close(self) -> None:
+        """The client's HTTP connections close with the process."""

@@ -100,6 +100,7 @@ class Listener:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self.store.close()
             await self.db.close()
             log.info("listener stopped", extra={"counts": dict(self.metrics.counts)})
 

@@ -143,5 +143,5 @@ def test_a_cluster_made_before_a_setting_existed_gets_it(
     assert {"shared_preload_libraries", "cron.database_name"} <= set(added)
     text = conf.read_text()
     assert text.count("max_connections = 300") == 1
-    assert "shared_preload_libraries = 'pg_cron'" in text
+    assert "shared_preload_libraries = 'pg_cron,pg_stat_statements'" in text
     assert cluster.add_missing_settings() == [], "a second start adds nothing"

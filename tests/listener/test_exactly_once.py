@@ -40,6 +40,9 @@ class FreezingStore:
         await self.thaw.wait()
         await self.inner.put(bucket, key, data, content_type=content_type, owner=owner)
 
+    async def close(self) -> None:
+        await self.inner.close()
+
     async def delete(self, bucket: str, key: str) -> None:
         current = asyncio.current_task()
         if current is not None and current.get_coro().__name__ == "_execute":  # type: ignore[union-attr]
