@@ -107,35 +107,85 @@ def database_profile(url: str, jobs: int = DRAINED_JOBS) -> str:
             listener.wait(30)
         time.sleep(1.5)  # a backend's counters reach the shared view within a second
         with connect(admin_url(url)) as admin:
-            functions = admin.execute(
-                "select schemaname || '.' || funcname as name, sum(calls) as calls, "
-                "sum(self_time) as self_ms, sum(total_time) as total_ms "
-                "from pg_stat_user_functions group by 1 order by 3 desc"
-            ).fetchall()
+            functions = admin.execute(FUNCTION_TIMES).fetchall()
         top = statements.admin.execute(
-            "select regexp_replace(query, '\\s+', ' ', 'g') as query, calls, "
-            "total_exec_time as ms from pg_stat_statements "
-            "where dbid = (select oid from pg_database where datname = %s) "
-            "and query not like %s order by total_exec_time desc limit 12",
-            (database, WATCHER.strip() + "%"),
+            STATEMENT_TIMES, (database, WATCHER.strip() + "%")
         ).fetchall()
     finally:
         statements.close()
-    lines = [f"one listener draining {jobs} jobs; ms and calls per job", ""]
-    lines.append(f"{'self ms':>8} {'total ms':>9} {'calls':>6}  function")
+    return _render(f"one listener draining {jobs} jobs; ms and calls per job", jobs, functions, top)
+
+
+INSERTS = 1000
+
+
+def insert_profile(url: str, inserts: int = INSERTS) -> str:
+    """Where a user's generation insert spends its database time: per insert, the self
+    time of every function its triggers call, and its statements, as bench/insert_cost.py
+    runs them (the claims set as PostgREST does, the insert, the commit)."""
+    database = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    with connect(admin_url(url)) as admin:
+        admin.execute(f"alter database \"{database}\" set track_functions = 'all'".encode())
+    with connect(url) as admin:
+        users = users_with_voices(admin, inserts // 10)
+    statements = DatabaseTime(url)
+    try:
+        with connect(admin_url(url)) as admin:
+            admin.execute("select pg_stat_reset()")
+        statements.reset()
+        with connect(url) as conn:
+            conn.autocommit = False
+            for i in range(inserts):
+                user_id, voice_id = users[i // 10]
+                act_as(conn, user_id)
+                conn.execute(
+                    "insert into generations (voice_id, text, language) values (%s, %s, 'English')",
+                    (voice_id, "The quick brown fox jumps over the lazy dog."),
+                )
+                conn.commit()
+        time.sleep(1.5)
+        with connect(admin_url(url)) as admin:
+            functions = admin.execute(FUNCTION_TIMES).fetchall()
+        top = statements.admin.execute(
+            STATEMENT_TIMES, (database, WATCHER.strip() + "%")
+        ).fetchall()
+    finally:
+        statements.close()
+    return _render(
+        f"{inserts} generation inserts; ms and calls per insert", inserts, functions, top
+    )
+
+
+FUNCTION_TIMES = (
+    "select schemaname || '.' || funcname as name, sum(calls) as calls, "
+    "sum(self_time) as self_ms, sum(total_time) as total_ms "
+    "from pg_stat_user_functions group by 1 order by 3 desc"
+)
+STATEMENT_TIMES = (
+    "select regexp_replace(query, '\\s+', ' ', 'g') as query, calls, "
+    "total_exec_time as ms from pg_stat_statements "
+    "where dbid = (select oid from pg_database where datname = %s) "
+    "and query not like %s order by total_exec_time desc limit 12"
+)
+
+
+def _render(
+    title: str, per: int, functions: list[dict[str, object]], top: list[dict[str, object]]
+) -> str:
+    lines = [title, "", f"{'self ms':>8} {'total ms':>9} {'calls':>6}  function"]
     for row in functions:
-        self_ms = float(str(row["self_ms"])) / jobs
+        self_ms = float(str(row["self_ms"])) / per
         if self_ms < 0.005:
             continue
         lines.append(
-            f"{self_ms:8.3f} {float(str(row['total_ms'])) / jobs:9.3f} "
-            f"{int(str(row['calls'])) / jobs:6.2f}  {row['name']}"
+            f"{self_ms:8.3f} {float(str(row['total_ms'])) / per:9.3f} "
+            f"{int(str(row['calls'])) / per:6.2f}  {row['name']}"
         )
     lines += ["", f"{'exec ms':>8} {'calls':>6}  top-level statement"]
     for row in top:
         query = str(row["query"])
         lines.append(
-            f"{float(str(row['ms'])) / jobs:8.3f} {int(str(row['calls'])) / jobs:6.2f}  "
+            f"{float(str(row['ms'])) / per:8.3f} {int(str(row['calls'])) / per:6.2f}  "
             f"{query[:110]}{'...' if len(query) > 110 else ''}"
         )
     return "\n".join(lines)
@@ -145,5 +195,7 @@ if __name__ == "__main__":
     # python -m bench.profile: the database profile alone, on a fresh database.
     from bench.common import fresh_database
 
+    with fresh_database() as database_url:
+        print(insert_profile(database_url))
     with fresh_database() as database_url:
         print(database_profile(database_url))
