@@ -27,7 +27,7 @@ create or replace function private.broadcast_change() returns trigger
 language plpgsql security definer set search_path = '' as $$
 declare
   row_now jsonb := case when tg_op = 'DELETE' then to_jsonb(old) else to_jsonb(new) end;
-  row_before jsonb := case when tg_op = 'UPDATE' then to_jsonb(old) end;
+  row_before jsonb := case when tg_op = 'UPDATE' and tg_table_name <> 'tasks' then to_jsonb(old) end;
   owner uuid := (case when tg_table_name = 'profiles' then row_now ->> 'id' else row_now ->> 'user_id' end)::uuid;
   record_now jsonb;
   message jsonb;
@@ -52,7 +52,9 @@ begin
       return null;
     end if;
     record_now := private.broadcast_record(tg_table_name, row_now);
-    if tg_op = 'UPDATE' and private.broadcast_record(tg_table_name, row_before) = record_now then
+    -- (A task's trigger compares the columns its record shows before calling this.)
+    if tg_op = 'UPDATE' and tg_table_name <> 'tasks'
+       and private.broadcast_record(tg_table_name, row_before) = record_now then
       return null;  -- only internal columns changed (heartbeats): nothing to show
     end if;
   end if;
@@ -84,7 +86,49 @@ end
 $$;
 
 drop trigger broadcast_changes on public.tasks;
--- "tasks_broadcast_changes" sorts after "tasks_after_update" and
--- "tasks_after_update_transcription": it fires once the subject is in step.
-create trigger tasks_broadcast_changes after insert or update or delete on public.tasks
+-- "tasks_broadcast_..." sorts after "tasks_after_update" and
+-- "tasks_after_update_transcription": it fires once the subject is in step. An
+-- update that changes none of the columns a client sees (a heartbeat, a recorded
+-- engine call: the columns of private.broadcast_record's task record) does not call it.
+create trigger tasks_broadcast_changes after insert or delete on public.tasks
   for each row execute function private.broadcast_change();
+create trigger tasks_broadcast_updates after update on public.tasks
+  for each row when (
+    (old.status, old.progress, old.error, old.cost, old.attempts, old.generation_id,
+     old.design_preview_id, old.voice_id, old.cancel_requested_at, old.dismissed_at,
+     old.created_at, old.started_at, old.ended_at)
+    is distinct from
+    (new.status, new.progress, new.error, new.cost, new.attempts, new.generation_id,
+     new.design_preview_id, new.voice_id, new.cancel_requested_at, new.dismissed_at,
+     new.created_at, new.started_at, new.ended_at))
+  execute function private.broadcast_change();
+
+-- What a subject's own trigger would send and then drop, its trigger's WHEN drops
+-- first, so the function (which turns both row versions into JSON) is not even called:
+-- a generation's or preview's insert and status changes, a transcription's status
+-- changes, a profile's changes that leave the balance and the tier alone.
+drop trigger broadcast_changes on public.generations;
+create trigger broadcast_changes after delete on public.generations
+  for each row execute function private.broadcast_change();
+create trigger broadcast_changes_of_content after update on public.generations
+  for each row when (old.status is not distinct from new.status)
+  execute function private.broadcast_change();
+
+drop trigger broadcast_changes on public.design_previews;
+create trigger broadcast_changes after delete on public.design_previews
+  for each row execute function private.broadcast_change();
+create trigger broadcast_changes_of_content after update on public.design_previews
+  for each row when (old.status is not distinct from new.status)
+  execute function private.broadcast_change();
+
+drop trigger broadcast_changes on public.transcriptions;
+create trigger broadcast_changes after insert or delete on public.transcriptions
+  for each row execute function private.broadcast_change();
+create trigger broadcast_changes_of_content after update on public.transcriptions
+  for each row when (old.status is not distinct from new.status)
+  execute function private.broadcast_change();
+
+drop trigger broadcast_changes on public.profiles;
+create trigger broadcast_changes after update on public.profiles
+  for each row when (old.tier is distinct from new.tier or old.credits is distinct from new.credits)
+  execute function private.broadcast_change();
