@@ -14,6 +14,8 @@
 --    task's, in the same transaction: the task trigger mirrors it, or complete_task
 --    writes the result), send no message of their own. Their other changes, and every
 --    change of a voice, still do.
+--    A voice's use count, which only a generation's insert moves, is not sent either:
+--    the generation in its task's INSERT names the voice.
 -- 2. The balance travels with its ledger row: every change of a balance has one
 --    (`credit_activity`, with `balance_after`), so `profiles` is broadcast only when
 --    the tier changes, or when an anonymous account made permanent gets its sign-up
@@ -131,4 +133,16 @@ create trigger broadcast_changes_of_content after update on public.transcription
 drop trigger broadcast_changes on public.profiles;
 create trigger broadcast_changes after update on public.profiles
   for each row when (old.tier is distinct from new.tier or old.credits is distinct from new.credits)
+  execute function private.broadcast_change();
+
+-- A voice's use count (generation_count, last_used_at) moves with each generation
+-- inserted with it, which its task's INSERT already tells (the generation names its
+-- voice and its creation time): counting it again cost the insert a second message.
+drop trigger broadcast_changes on public.voices;
+create trigger broadcast_changes after insert or delete on public.voices
+  for each row execute function private.broadcast_change();
+create trigger broadcast_changes_of_content after update on public.voices
+  for each row when (
+    (to_jsonb(old) - '{generation_count,last_used_at,updated_at}'::text[])
+    is distinct from (to_jsonb(new) - '{generation_count,last_used_at,updated_at}'::text[]))
   execute function private.broadcast_change();

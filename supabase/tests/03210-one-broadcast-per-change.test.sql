@@ -3,7 +3,7 @@
 -- row's credit_activity message, and profiles are broadcast for what no other message
 -- says (a tier change, the grant of an anonymous account made permanent).
 begin;
-select plan(15);
+select plan(16);
 
 select tests.create_user('one-alice@utter.test', 'a11ce000-0000-4000-8000-000000003211');
 select tests.make_ready_voice('one-alice@utter.test', 'Alice', 'a11ce000-0000-4000-8000-00000000d201');
@@ -46,6 +46,8 @@ select tests.authenticate_as('one-alice@utter.test');
 update public.voices set name = 'Alice, renamed' where id = 'a11ce000-0000-4000-8000-00000000d201';
 select tests.clear_authentication();
 select is(pg_temp.sent(), array['UPDATE voices ready'], 'renaming a voice sends the voice');
+select is((select (payload #>> '{record,generation_count}')::integer from realtime.messages), 1,
+  'with its use count, which its generations moved without a message of their own');
 
 delete from realtime.messages;
 select tests.authenticate_as('one-alice@utter.test');
