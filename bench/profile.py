@@ -192,10 +192,13 @@ def _render(
 
 
 if __name__ == "__main__":
-    # python -m bench.profile: the database profile alone, on a fresh database.
+    # python -m bench.profile [insert|drain]: the database profiles alone, each on a
+    # fresh database.
+    import sys
+
     from bench.common import fresh_database
 
-    with fresh_database() as database_url:
-        print(insert_profile(database_url))
-    with fresh_database() as database_url:
-        print(database_profile(database_url))
+    for wanted, profile in (("insert", insert_profile), ("drain", database_profile)):
+        if len(sys.argv) < 2 or wanted in sys.argv[1:]:
+            with fresh_database() as database_url:
+                print(profile(database_url), "\n")
