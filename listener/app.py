@@ -71,6 +71,35 @@ class DatabaseTranscripts:
         )
 
 
+class DatabaseReferences:
+    """The listener's ReferenceRecorder: worker.record_reference, by name."""
+
+    def __init__(self, database: Database, worker_id: str) -> None:
+        self.database = database
+        self.worker_id = worker_id
+
+    async def __call__(
+        self,
+        task_id: str,
+        sha256: str,
+        *,
+        cut: tuple[float, float] | None = None,
+        transcript: Transcript | None = None,
+    ) -> str:
+        return str(
+            await self.database.value(
+                "record_reference",
+                task_id=uuid.UUID(task_id),
+                worker_id=self.worker_id,
+                sha256=sha256,
+                cut_start_seconds=None if cut is None else cut[0],
+                cut_end_seconds=None if cut is None else cut[1],
+                transcript=None if transcript is None else transcript.text,
+                language=None if transcript is None else transcript.language,
+            )
+        )
+
+
 def build_listener(
     settings: ListenerSettings,
     *,
@@ -106,5 +135,6 @@ def build_listener(
         normalise_reference or reference_normaliser(),
         transcriber,
         DatabaseTranscripts(database, settings.worker_id),
+        DatabaseReferences(database, settings.worker_id),
     )
     return Listener(settings, database, handlers, store, stripe_checkout)
