@@ -241,6 +241,7 @@ class FakeVolume:
 
     def __init__(self) -> None:
         self.committed: dict[str, bytes] = {}
+        self.modified: dict[str, float] = {}  # files keep their times, as on a filesystem
         self.commits = 0
 
     def mount(self, folder: Path) -> FakeVolumeMount:
@@ -281,16 +282,21 @@ class FakeVolumeMount:
             target = self.folder / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            modified = self.volume.modified[name]
+            os.utime(target, (modified, modified))
         self._base = dict(self.volume.committed)
 
     def _commit(self) -> None:
         # volume.py `_Volume.commit`: persist, then reload (resp.skip_reload unset).
         current = self.files()
         for name, data in current.items():
-            if self._base.get(name) != data:
+            modified = (self.folder / name).stat().st_mtime
+            if self._base.get(name) != data or self.volume.modified.get(name) != modified:
                 self.volume.committed[name] = data  # last write wins
+                self.volume.modified[name] = modified
         for name in self._base.keys() - current.keys():
             self.volume.committed.pop(name, None)
+            self.volume.modified.pop(name, None)
         self.volume.commits += 1
         self._show_committed()
 
