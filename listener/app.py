@@ -11,6 +11,7 @@ from gpu.transcription import Transcriber, Transcript
 from listener.checkout import build_checkout
 from listener.database import Database
 from listener.jobs import Handlers, ReferenceNormaliser
+from listener.preflight import refuse_local_storage_for_a_remote_engine
 from listener.settings import QUEUES, ListenerSettings
 from listener.storage import LocalObjectStore, ObjectStore, SupabaseObjectStore
 from listener.worker import Listener
@@ -109,6 +110,7 @@ def build_listener(
 ) -> Listener:
     stripe_checkout = build_checkout(settings)
     engine = engine or build_engine(settings.engine)
+    refuse_local_storage_for_a_remote_engine(engine.name, settings)
     if settings.speech_in_flight is None:
         settings = settings.model_copy(update={"speech_in_flight": requests_in_flight(engine)})
     pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
