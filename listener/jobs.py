@@ -17,6 +17,7 @@ from gpu.engine import (
     Engine,
     JobContext,
     PermanentEngineError,
+    RetryableEngineError,
     VoiceReference,
 )
 from gpu.reference_cut import cut_wav, pick_reference_cut, trim_silence, wav_seconds
@@ -96,6 +97,16 @@ class UnusableReference(PermanentEngineError):
     """The uploaded recording cannot serve as a voice reference."""
 
 
+class ReferenceNotRecorded(RetryableEngineError):
+    """worker.record_reference did not record: the task ended or another listener holds
+    it now. Nothing is stored, so a lapsed run never overwrites the reference the
+    holder prepared and hashed."""
+
+
+# worker.record_reference's outcomes after which this run may store its reference.
+_RECORDED = ("recorded", "transcript_already_set")
+
+
 class TranscriptionUnavailable(PermanentEngineError):
     """No speech recogniser is configured for this listener."""
 
@@ -171,7 +182,7 @@ class Handlers:
         # A voice saved from this preview takes the preview's audio as its reference,
         # and this hash with it.
         if self.record_reference is not None:
-            await self.record_reference(job.task_id, sha256_hex(audio.wav))
+            _check_recorded(await self.record_reference(job.task_id, sha256_hex(audio.wav)))
         return audio
 
     async def validate_clone(self, job: Job, context: JobContext) -> Audio:
@@ -250,17 +261,14 @@ class Handlers:
             words.check_usable()
         except PermanentEngineError:
             return None
-        piece = await asyncio.to_thread(cut_wav, wav, chosen.start, chosen.end)
+        # Milliseconds: what the database keeps (real) and a retry cuts at, the same.
+        cut = (round(chosen.start, 3), round(chosen.end, 3))
+        piece = await asyncio.to_thread(cut_wav, wav, *cut)
         outcome = await self.record_reference(
-            job.task_id, sha256_hex(piece), cut=(chosen.start, chosen.end), transcript=words
+            job.task_id, sha256_hex(piece), cut=cut, transcript=words
         )
-        log.info(
-            "reference cut to %.1f-%.1f s: %s",
-            chosen.start,
-            chosen.end,
-            outcome,
-            extra={"task_id": job.task_id},
-        )
+        log.info("reference cut to %.3f-%.3f s: %s", *cut, outcome, extra={"task_id": job.task_id})
+        _check_recorded(outcome)
         return None if outcome == "transcript_already_set" else piece
 
     async def _record_transcript(self, job: Job, transcript: Transcript) -> str:
@@ -271,7 +279,7 @@ class Handlers:
         self, job: Job, wav: bytes, *, cut: tuple[float, float] | None = None
     ) -> None:
         if self.record_reference is not None:
-            await self.record_reference(job.task_id, sha256_hex(wav), cut=cut)
+            _check_recorded(await self.record_reference(job.task_id, sha256_hex(wav), cut=cut))
 
     async def transcribe_recording(self, job: Job, context: JobContext) -> Audio:
         """The record-then-edit flow: validate the recording as a reference, transcribe
@@ -293,6 +301,13 @@ class Handlers:
         )
         await context.on_progress(1.0)
         return Audio(wav=wav, sample_rate=_wav_rate(wav), duration_seconds=seconds)
+
+
+def _check_recorded(outcome: str) -> None:
+    if outcome not in _RECORDED:
+        raise ReferenceNotRecorded(
+            f"the reference was not recorded ({outcome}): this listener no longer runs the task"
+        )
 
 
 def _wav_rate(wav: bytes) -> int:

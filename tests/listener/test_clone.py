@@ -11,13 +11,17 @@ import uuid
 import wave
 from pathlib import Path
 
+import pytest
 from modal._serialization import serialize
 
 from devstack.acting import upload_as_user
-from gpu.engine import VoiceReference
+from gpu.engine import JobContext, VoiceReference
 from gpu.jobs import SynthesisJob
 from gpu.modal_engine import ModalEngine
+from gpu.transcription import Transcript
+from listener.jobs import Handlers, Job, ReferenceNotRecorded
 from listener.settings import ListenerSettings
+from listener.storage import LocalObjectStore
 from tests.listener.conftest import Admin, Browser, RunListener
 from tests.listener.scripted_engine import ScriptedEngine
 
@@ -105,3 +109,32 @@ async def test_a_too_short_recording_fails_the_voice_with_the_reason(
     voice = user.select("select status, error from voices")[0]
     assert voice["error"] == "reference audio is 4.0 s long; it must be between 10 s and 5 min"
     assert admin.task_of("voice_id", voice_id)["attempts"] == 1  # not retried: it cannot succeed
+
+
+async def test_a_run_that_no_longer_holds_its_task_stores_no_reference(tmp_path: Path) -> None:
+    """worker.record_reference answers a lapsed run with the task's state: the run then
+    stops before storing, so it cannot overwrite the reference the holder hashed."""
+    outcomes: list[str] = []
+
+    async def held_elsewhere(
+        task_id: str,
+        sha256: str,
+        *,
+        cut: tuple[float, float] | None = None,
+        transcript: Transcript | None = None,
+    ) -> str:
+        outcomes.append(sha256)
+        return "claimed_elsewhere"
+
+    handlers = Handlers(
+        ScriptedEngine(),
+        LocalObjectStore(tmp_path, "postgresql://unused@localhost:1/unused"),
+        normalise_reference=lambda upload: (upload, 0.0),
+        record_reference=held_elsewhere,
+    )
+    preview = Job("task-1", "design_preview", "user-1", 2, None, "references", "k.wav", {
+        "text": "Hello.", "language": "English", "instruct": "a calm voice",
+    })  # fmt: skip
+    with pytest.raises(ReferenceNotRecorded, match="claimed_elsewhere") as stopped:
+        await handlers.run(preview, JobContext("task-1"))
+    assert stopped.value.retryable and len(outcomes) == 1
