@@ -14,10 +14,17 @@ from typing import Any
 
 import pytest
 
-from gpu.engine import Audio, CloneRequest, DesignRequest, Engine, EngineTimeout, JobContext
+from gpu.engine import (
+    Audio,
+    CloneRequest,
+    DesignRequest,
+    Engine,
+    EngineTimeout,
+    JobContext,
+    VoiceReference,
+)
 from gpu.espeak_engine import EspeakEngine
 from gpu.qwen_local import QwenLocalEngine
-from gpu.reference import normalize_reference
 
 ENGINES = ("espeak", "qwen-local")
 LONG_TEXT = " ".join(f"This is sentence number {n}, spoken to take a while." for n in range(60))
@@ -38,11 +45,6 @@ def make_engine(request: pytest.FixtureRequest, tiny_models: dict[str, Path]) ->
         )
 
     return build
-
-
-@pytest.fixture(scope="module")
-def reference(recordings: Callable[[str], bytes]) -> bytes:
-    return normalize_reference(recordings("speech_wav")).wav
 
 
 class Progress:
@@ -71,12 +73,12 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_clone_returns_16_bit_mono_wav(make_engine: EngineFactory, reference: bytes) -> None:
+async def test_clone_returns_16_bit_mono_wav(
+    make_engine: EngineFactory, reference: VoiceReference
+) -> None:
     engine = make_engine()
     progress = Progress()
-    request = CloneRequest(
-        "Hello there. How are you today?", "English", reference, "The quick brown fox.", "voice-a"
-    )
+    request = CloneRequest("Hello there. How are you today?", "English", reference)
     audio = await engine.clone(request, progress.job)
     await settle()
     assert_valid_wav(audio)
@@ -151,7 +153,7 @@ async def test_cancelling_espeak_kills_its_subprocess() -> None:
     # One chunk of the whole text, so the process runs long enough to be caught.
     engine = EspeakEngine(chunk_chars=10_000)
     task = asyncio.create_task(engine.clone(
-        CloneRequest(LONG_TEXT * 2, "English", b"", "", "voice-x"), JobContext("task-kill")
+        CloneRequest(LONG_TEXT * 2, "English", VoiceReference("voice-x", "0" * 64, "", "")), JobContext("task-kill")
     ))  # fmt: skip
     await wait_for_espeak_child()
     task.cancel()
