@@ -116,11 +116,16 @@ create trigger broadcast_changes_of_content after update on public.generations
   for each row when (old.status is not distinct from new.status)
   execute function private.broadcast_change();
 
+-- A preview's audio hash (worker.record_reference, while its task runs) is the
+-- server's bookkeeping: it reaches the client with the completed preview, in its
+-- task's message, not in a message of its own.
 drop trigger broadcast_changes on public.design_previews;
 create trigger broadcast_changes after delete on public.design_previews
   for each row execute function private.broadcast_change();
 create trigger broadcast_changes_of_content after update on public.design_previews
-  for each row when (old.status is not distinct from new.status)
+  for each row when (old.status is not distinct from new.status
+                     and (to_jsonb(old) - '{audio_sha256,updated_at}'::text[])
+                         is distinct from (to_jsonb(new) - '{audio_sha256,updated_at}'::text[]))
   execute function private.broadcast_change();
 
 drop trigger broadcast_changes on public.transcriptions;

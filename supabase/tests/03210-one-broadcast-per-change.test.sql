@@ -3,7 +3,7 @@
 -- row's credit_activity message, and profiles are broadcast for what no other message
 -- says (a tier change, the grant of an anonymous account made permanent).
 begin;
-select plan(16);
+select plan(18);
 
 select tests.create_user('one-alice@utter.test', 'a11ce000-0000-4000-8000-000000003211');
 select tests.make_ready_voice('one-alice@utter.test', 'Alice', 'a11ce000-0000-4000-8000-00000000d201');
@@ -82,12 +82,27 @@ select is((select payload #>> '{subject,table}' || ' ' || (payload #>> '{subject
 select is((select count(*)::integer from realtime.messages where payload ->> 'table' = 'transcriptions' and event = 'UPDATE'),
   0, 'which sends no message of its own for it');
 
+-- A design preview: its audio hash, recorded while it runs, rides with its completion ----
+select tests.authenticate_as('one-alice@utter.test');
+insert into public.design_previews (id, instruct, text, language)
+values ('a11ce000-0000-4000-8000-00000000d204', 'A bright voice', 'Hello there.', 'English');
+select tests.clear_authentication();
+select tests.claim(tests.task_for('a11ce000-0000-4000-8000-00000000d204'));
+delete from realtime.messages;
+select worker.record_reference(tests.task_for('a11ce000-0000-4000-8000-00000000d204'), 'test-worker',
+                               repeat('ab', 32));
+select is_empty($$ select 1 from realtime.messages $$, 'recording a preview''s audio hash sends nothing');
+select tests.complete(tests.task_for('a11ce000-0000-4000-8000-00000000d204'));
+select is((select payload #>> '{subject,record,audio_sha256}' from realtime.messages
+           where payload ->> 'table' = 'tasks' and payload #>> '{record,status}' = 'completed'),
+  repeat('ab', 32), 'the completed preview in its task''s message carries it');
+
 -- Profiles: only what no ledger row says ---------------------------------------------------
 delete from realtime.messages;
 update public.profiles set tier = 'paid' where id = 'a11ce000-0000-4000-8000-000000003211';
 select is((select payload - 'id' from realtime.messages),
   '{"operation": "UPDATE", "schema": "public", "table": "profiles",
-    "record": {"id": "a11ce000-0000-4000-8000-000000003211", "credits": 100, "tier": "paid"}}'::jsonb,
+    "record": {"id": "a11ce000-0000-4000-8000-000000003211", "credits": 99, "tier": "paid"}}'::jsonb,
   'a tier change sends the profile, exactly {id, credits, tier}');
 delete from realtime.messages;
 select tests.authenticate_as('one-alice@utter.test');
