@@ -26,6 +26,10 @@ select worker.record_usage(%(task_id)s::uuid, %(engine)s::text, %(gpu_seconds)s:
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
+-- name: settle_task
+select worker.settle_task(%(task_id)s::uuid, %(worker_id)s::text, %(engine)s::text,
+                          %(gpu_seconds)s::numeric, %(result)s::jsonb);
+
 -- name: record_transcript
 select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
                                 %(language)s::text);
