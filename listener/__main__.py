@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 
@@ -18,6 +17,7 @@ from listener import error_reporting, logs, preflight, status
 from listener.app import build_listener
 from listener.metrics import serve_http, write_file_forever
 from listener.settings import ConfigurationError, load
+from listener.worker import cancel_and_wait
 
 
 def parse_flags(argv: list[str]) -> dict[str, object]:
@@ -86,10 +86,7 @@ async def main(argv: list[str]) -> int:
     try:
         await listener.run()
     finally:
-        for task in extras:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(extras)
         if server is not None:
             server.close()
         await listener.handlers.engine.aclose()

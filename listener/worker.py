@@ -16,6 +16,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,11 @@ class RunningJob:
     stop_reason: str | None = None
     progress: float | None = None
     progress_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the engine returned: heartbeats end at their next turn. A flag as well
+    # as the cancel, since a cancel can be lost: on Python 3.11 asyncio.wait_for
+    # (which psycopg_pool waits for a connection with) swallows a cancel that races
+    # the connection it was waiting for.
+    engine_done: bool = False
 
     def stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -97,9 +103,7 @@ class Listener:
                 consumer.cancel()
             await asyncio.gather(*consumers, return_exceptions=True)
             await self._drain()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_and_wait(background)
             await self.store.close()
             await self.db.close()
             log.info("listener stopped", extra={"counts": dict(self.metrics.counts)})
@@ -258,6 +262,7 @@ class Listener:
             await self._fail(job, f"unexpected error: {exc!r}", True, ids)
             return
         finally:
+            running.engine_done = True
             keep_alive.cancel()
             (outcome,) = await asyncio.gather(keep_alive, return_exceptions=True)
             if isinstance(outcome, Exception):
@@ -310,7 +315,7 @@ class Listener:
         # Starting the clock at the start means a job shorter than one progress
         # interval writes no progress at all: completion says it all.
         last_write = time.monotonic()
-        while True:
+        while not running.engine_done:
             await _wait(running.progress_changed, every)
             pause = last_write + self.settings.progress_interval_seconds - time.monotonic()
             if pause > 0:
@@ -324,6 +329,8 @@ class Listener:
                 progress=running.progress,
                 extend_seconds=self.settings.visibility_timeout_seconds,
             )
+            if running.engine_done:
+                return
             if status in ("completed", "failed", "cancelled", "missing"):
                 running.stop("ended")
                 return
@@ -433,6 +440,20 @@ class Listener:
                 await self.db.fetch("forget_object", bucket=bucket, object_key=str(key))
             self.metrics.count("objects_removed", "storage_cleanup")
         await self.db.fetch("archive_message", queue="storage_cleanup", msg_id=msg_id)
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]], seconds: float = 5.0) -> None:
+    """Cancels background loops and waits for them, within a bound: a cancel that
+    lands in a psycopg_pool checkout or connect can be swallowed on Python 3.11
+    (asyncio.wait_for), and a loop that lost it must not hold the shutdown."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, still_running = await asyncio.wait(tasks, timeout=seconds)
+    for task in still_running:
+        log.warning("%s did not stop when cancelled; left behind", task.get_name())
+        task.cancel()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -4,10 +4,14 @@ grace period, and a database restart under running jobs. Every task still ends o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from devstack import cluster
 from devstack.processes import spawn_listener
@@ -124,3 +128,34 @@ async def test_database_restart_while_jobs_run_loses_nothing(
         assert listener.metrics.listening  # the LISTEN connection came back
     assert ended_once(admin)
     assert user.select("select credits from profiles")[0]["credits"] == 100 - 6
+
+
+async def test_a_heartbeat_that_loses_its_cancel_still_lets_the_job_finish(
+    admin: Admin, run_listener: RunListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel can be lost on the way: on Python 3.11 asyncio.wait_for, which
+    psycopg_pool waits for a connection with, swallows one that races the connection
+    it waited for. Seen under CPU load right after a database restart: the job's
+    heartbeats carried on for ever and the job never settled."""
+    user = admin.new_user()
+    engine = ScriptedEngine(lambda task_id, calls: float("inf"))
+    async with run_listener(engine) as listener:
+        real_value = listener.db.value
+        heartbeat_waiting = asyncio.Event()
+
+        async def value_losing_its_cancel(name: str, **params: Any) -> Any:
+            if name == "heartbeat":
+                heartbeat_waiting.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(3600)  # the checkout the cancel lands in
+            return await real_value(name, **params)
+
+        monkeypatch.setattr(listener.db, "value", value_losing_its_cancel)
+        preview_id = user.design_preview(text="One line.")
+        await asyncio.wait_for(heartbeat_waiting.wait(), 30)
+        engine.release.set()
+        await admin.wait_until(
+            "select status = 'completed' from tasks where design_preview_id = %s",
+            (preview_id,),
+            within=30,
+        )
