@@ -26,6 +26,11 @@ select worker.record_usage(%(task_id)s::uuid, %(engine)s::text, %(gpu_seconds)s:
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
+-- name: record_segment
+select worker.record_segment(%(task_id)s::uuid, %(worker_id)s::text, %(segment_index)s::integer,
+                             %(segment_count)s::integer, %(object_key)s::text,
+                             %(duration_seconds)s::double precision);
+
 -- name: record_transcript
 select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
                                 %(language)s::text);
