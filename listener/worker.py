@@ -343,7 +343,10 @@ class Listener:
         its owner (worker.record_segment), while the engine renders the rest. The
         final file carries the same audio, so a segment that cannot be stored is
         logged and skipped, never a reason to fail the job; whatever this stored is
-        removed by the database when the task ends."""
+        removed by the database when the task ends. A text of one chunk streams
+        nothing: its only segment would come with the final file."""
+        if segment.count < 2:
+            return
         key = job.segment_key(segment.index)
         ids = {"task_id": job.task_id, "segment": segment.index, "segments": segment.count}
         try:

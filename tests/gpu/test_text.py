@@ -128,14 +128,12 @@ def test_a_long_text_starts_with_a_short_first_chunk_and_loses_nothing() -> None
 
 def test_a_long_first_sentence_is_cut_at_a_clause_for_the_first_chunk() -> None:
     first = (
-        "When the evening came and the lamps were lit along the quiet harbour road, "
+        "When the evening came and the lamps were lit, "
         "the fishermen gathered their nets and walked slowly home to their families."
     )
     text = first + " " + " ".join(["Then the night fell over the town."] * 10)
     chunks = speech_chunks(text)
-    assert chunks[0] == (
-        "When the evening came and the lamps were lit along the quiet harbour road,"
-    )
+    assert chunks[0] == "When the evening came and the lamps were lit,"
     assert " ".join(chunks) == text
 
 
