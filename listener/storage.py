@@ -11,8 +11,10 @@ migrations/tenant/0055-prevent-direct-deletes.sql) holds here as there."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,6 +76,14 @@ def check_key(bucket: str, key: str) -> None:
         raise InvalidKey(f"Invalid key: {bucket}/{key}")
 
 
+# Uploads wait here until their row commits. '#' is refused in bucket names and keys
+# (check_key), so no object can ever live under it.
+STAGING_DIR = "#uploads"
+# An upload is staged for as long as one row write takes; anything this old was left
+# by a process that died mid-upload.
+STAGED_MAX_AGE_SECONDS = 15 * 60
+
+
 class LocalObjectStore:
     """Files under `root/<bucket>/<key>`; rows through `storage_database_url`, the
     Storage API's own login (devstack.settings.storage_admin_url)."""
@@ -101,6 +111,7 @@ class LocalObjectStore:
                 check=AsyncConnectionPool.check_connection,
             )
             await self._pool.open()
+            await asyncio.to_thread(self.sweep_staged)
         return self._pool
 
     async def close(self) -> None:
@@ -144,26 +155,57 @@ class LocalObjectStore:
         self, bucket: str, key: str, data: bytes, *, content_type: str, owner: str
     ) -> None:
         path = self.path(bucket, key)
-        # File first, then the row: a row never points at bytes that are not there.
-        await asyncio.to_thread(_write_atomically, path, data)
-        async with self._request() as cursor:
-            await cursor.execute(
-                QUERIES["storage_api_upsert_object"].encode(),
-                {
-                    "bucket": bucket,
-                    "object_key": key,
-                    "size_bytes": len(data),
-                    "mimetype": content_type,
-                    "version": str(uuid.uuid4()),
-                },
-            )
+        # The Storage API is a server of its own: a listener that dies mid-request does
+        # not stop its upload half-way. Here the listener's process is that server, so
+        # the write is ordered so that dying at any point leaves nothing the database
+        # does not know of: the bytes wait outside every bucket, the row commits, and
+        # only then do the bytes move into the bucket. Dying before the commit leaves
+        # a staged file (swept later, never an object); dying after it leaves a row
+        # whose file is missing, which the database's cleanup removes like any object
+        # of an ended task, and which a retried attempt overwrites.
+        staged = await asyncio.to_thread(self._stage, data)
+        try:
+            async with self._request() as cursor:
+                await cursor.execute(
+                    QUERIES["storage_api_upsert_object"].encode(),
+                    {
+                        "bucket": bucket,
+                        "object_key": key,
+                        "size_bytes": len(data),
+                        "mimetype": content_type,
+                        "version": str(uuid.uuid4()),
+                    },
+                )
+            await asyncio.to_thread(_move_into_place, staged, path)
+        finally:
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
+
+    def _stage(self, data: bytes) -> Path:
+        staging = self.root / STAGING_DIR
+        staging.mkdir(parents=True, exist_ok=True)
+        staged = staging / uuid.uuid4().hex
+        staged.write_bytes(data)
+        return staged
+
+    def sweep_staged(self, older_than_seconds: float = STAGED_MAX_AGE_SECONDS) -> int:
+        """Removes uploads that a process died before committing, once they are older
+        than any upload in progress can be. Returns how many were removed."""
+        staging = self.root / STAGING_DIR
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for staged in staging.glob("*") if staging.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if staged.stat().st_mtime < cutoff:
+                    staged.unlink()
+                    removed += 1
+        return removed
 
     async def delete(self, bucket: str, key: str) -> None:
         path = self.path(bucket, key)
         # As the Storage API's deleteObjects (supabase/storage src/storage/object.ts):
         # the rows are deleted and the files removed inside one transaction, so a file
-        # that cannot be removed keeps its row. Unlike it, a file without a row (a put
-        # that stopped between the two writes) is removed too: it can only be ours.
+        # that cannot be removed keeps its row. A row whose file never arrived (a put
+        # that stopped after its commit) is deleted all the same.
         async with self._request() as cursor:
             await cursor.execute(
                 QUERIES["storage_api_delete_objects"].encode(),
@@ -172,11 +214,9 @@ class LocalObjectStore:
             await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _move_into_place(staged: Path, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    os.replace(staged, path)  # atomic: readers see the old bytes or the new, never part
 
 
 class SupabaseObjectStore:

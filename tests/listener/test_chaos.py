@@ -18,8 +18,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from devstack import cluster
 from devstack.processes import spawn_listener
+from listener.storage import STAGING_DIR
 from tests.listener.conftest import Admin, Browser
 
 LISTENERS = 3
@@ -152,8 +155,11 @@ def overlapping_runs(entries: list[tuple[str, dict[str, object]]]) -> list[str]:
     return overlaps
 
 
+@pytest.mark.parametrize(
+    "second_wave", ["shared", "to_the_slow_listener"], ids=["shared", "slow-takes-wave"]
+)
 async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_every_promise(
-    admin: Admin, fresh_database_url: str, tmp_path: Path
+    admin: Admin, fresh_database_url: str, tmp_path: Path, second_wave: str
 ) -> None:
     storage, logs = tmp_path / "storage", tmp_path / "logs"
     logs.mkdir()
@@ -195,6 +201,12 @@ async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_e
             )
         await admin.wait_until("select count(*) = 0 from pgmq.q_storage_cleanup", within=30)
         fleet.processes[0].send_signal(signal.SIGCONT)
+        fast = fleet.processes[:-1]
+        if second_wave == "to_the_slow_listener":
+            # The fast listeners frozen past the visibility timeout: the slow one takes
+            # the wave, and the frozen ones wake into lapsed claims mid-delivery.
+            for process in fast:
+                process.send_signal(signal.SIGSTOP)
         for user in users:  # a second wave, for the slow listener to be busy with
             previews.append((user, user.design_preview(text="The second wave.")))
         # The fast listeners may win every message of the wave; a few more, one at a
@@ -205,6 +217,10 @@ async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_e
                 break
             user = users[extra]
             previews.append((user, user.design_preview(text="One more for the slow one.")))
+        if second_wave == "to_the_slow_listener":
+            await asyncio.sleep(FREEZE_SECONDS)
+            for process in fast:
+                process.send_signal(signal.SIGCONT)
         # A database outage longer than the visibility timeout: every claim lapses
         # while its listener still runs (or settles) the job, and may read its own
         # message again when the database is back.
@@ -244,7 +260,7 @@ async def test_listeners_under_kills_freezes_restarts_cancels_and_deletes_keep_e
     stored = {
         (path.relative_to(storage).parts[0], "/".join(path.relative_to(storage).parts[1:]))
         for path in storage.rglob("*")
-        if path.is_file()
+        if path.is_file() and path.relative_to(storage).parts[0] != STAGING_DIR
     }
     recorded = {
         (row["bucket_id"], row["name"])

@@ -6,18 +6,23 @@ to start with local storage against a Supabase database."""
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 
 from devstack.settings import storage_admin_url, worker_url
 from listener import preflight
 from listener.__main__ import main
 from listener.settings import ConfigurationError, ListenerSettings
+from listener.storage import STAGING_DIR, InvalidKey, LocalObjectStore, check_key
 from tests.listener.conftest import Admin, RunListener, ready_voice
 from tests.listener.fake_supabase_storage import FakeStorage, fake_supabase_storage
 from tests.listener.test_supabase_storage import SERVICE_KEY
@@ -107,3 +112,51 @@ async def test_a_transaction_pooler_url_is_refused_before_connecting() -> None:
     with pytest.raises(ConfigurationError, match="session pooler") as refused:
         await preflight.check(ListenerSettings(UTTER_LISTENER_DATABASE_URL=url))
     assert "port 6543" in str(refused.value) and "***" in str(refused.value)
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+async def test_a_local_upload_whose_row_cannot_be_written_leaves_no_file(tmp_path: Path) -> None:
+    """The outage between a listener's bytes and its row: the Storage API would not
+    keep the upload, and neither does the local stand-in (nor anything staged)."""
+    unreachable = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=1"
+    store = LocalObjectStore(tmp_path, unreachable)
+    store.pool_size = 1
+    with pytest.raises(psycopg_pool.PoolTimeout):
+        await store.put("generations", "u/g.wav", b"RIFF", content_type="audio/wav", owner="u")
+    await store.close()
+    assert files_under(tmp_path) == []
+
+
+async def test_a_local_upload_refused_by_the_database_leaves_no_file(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    store = LocalObjectStore(tmp_path, storage_admin_url(fresh_database_url))
+    try:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            await store.put(
+                "no-such-bucket", "u/g.wav", b"RIFF", content_type="audio/wav", owner="u"
+            )
+        await store.put("generations", "u/g.wav", b"RIFF", content_type="audio/wav", owner="u")
+    finally:
+        await store.close()
+    assert files_under(tmp_path) == ["generations/u/g.wav"]
+
+
+def test_uploads_left_staged_by_a_dead_process_are_swept(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path, storage_database_url="")
+    staging = tmp_path / STAGING_DIR
+    staging.mkdir()
+    (staging / "old").write_bytes(b"RIFF")
+    (staging / "in-progress").write_bytes(b"RIFF")
+    an_hour_ago = time.time() - 3600
+    os.utime(staging / "old", (an_hour_ago, an_hour_ago))
+    assert store.sweep_staged() == 1
+    assert [p.name for p in staging.iterdir()] == ["in-progress"]
+
+
+def test_no_bucket_or_key_can_live_in_the_staging_area() -> None:
+    with pytest.raises(InvalidKey):
+        check_key(STAGING_DIR, "u/g.wav")
