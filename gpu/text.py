@@ -62,7 +62,7 @@ class Script:
 
     @property
     def first_chunk_chars(self) -> int:
-        """About 4 seconds of speech at the typical rate: a short sentence or a phrase."""
+        """About 3 seconds of speech at the typical rate: a short sentence or a phrase."""
         return int(FIRST_CHUNK_SECONDS * self.chars_per_second)
 
 
@@ -70,9 +70,9 @@ CHUNK_SECONDS = 17.0
 # A text longer than one chunk starts with a short one, generated alone, so its first
 # audio is ready after one small model call (streamed to the listener as a segment)
 # while the rest is rendered. Where the rest runs in one batched call, the first audio
-# comes after first / (first + longest later chunk) of the job: 4 s against 17 s keeps
-# that near 15 % on a GPU, where a batch costs about what one chunk does.
-FIRST_CHUNK_SECONDS = 4.0
+# comes after first / (first + longest later chunk) of the job: 3 s against 17 s keeps
+# that near 15 % where a batch costs about what one chunk does (a GPU).
+FIRST_CHUNK_SECONDS = 3.0
 # Reading rates in characters per second (spaces and punctuation included for spaced
 # scripts): English and other Latin/Cyrillic text is read at about 150 words a minute,
 # about 15 characters a second; Mandarin at 4-5 syllables (= characters) a second;

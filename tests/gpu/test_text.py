@@ -118,10 +118,10 @@ def test_the_token_budget_follows_the_documented_formula() -> None:
 
 
 def test_a_long_text_starts_with_a_short_first_chunk_and_loses_nothing() -> None:
-    text = " ".join(f"Sentence {n} is part of a text that needs several chunks." for n in range(20))
+    text = " ".join(f"Sentence {n} is part of a long text." for n in range(30))
     chunks = speech_chunks(text)
     assert len(chunks[0]) <= LATIN.first_chunk_chars < len(chunks[1])
-    assert chunks[0] == "Sentence 0 is part of a text that needs several chunks."
+    assert chunks[0] == "Sentence 0 is part of a long text."
     assert all(len(chunk) <= LATIN.max_chunk_chars for chunk in chunks)
     assert " ".join(chunks) == text
 
