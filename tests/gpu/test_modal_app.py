@@ -52,6 +52,8 @@ def test_the_gpu_class_has_gpu_volume_timeout_and_concurrent_inputs() -> None:
     assert info.concurrency_info.max_inputs == modal_app.settings.max_inputs == 32
     assert info.volumes["/weights"].name == "utter-qwen-weights"
     assert isinstance(modal_app.weights_volume, modal.Volume)
+    # Finished chunks leave through a Queue the engine reads (a spawned call cannot stream).
+    assert isinstance(modal_app.segments, modal.Queue)
 
 
 def test_the_download_function_writes_into_the_same_volume_without_a_gpu() -> None:
