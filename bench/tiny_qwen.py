@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import math
 import platform
 import statistics
@@ -26,6 +27,7 @@ from typing import Any
 
 from bench.tiny_qwen_model import CODEBOOK_SIZE, build_tiny_model
 from gpu.audio import encode_wav
+from gpu.engine import CloneRequest, VoiceReference
 from gpu.jobs import SynthesisJob
 from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
 
@@ -44,6 +46,26 @@ def synthetic_reference() -> bytes:
         ),
     )
     return encode_wav(samples, rate)
+
+
+def stored_reference(folder: Path, voice_id: str = "voice-0") -> VoiceReference:
+    """The synthetic reference written to `folder`, named as a generation names it: by
+    voice id, content hash and a file:// URL (what the local storage stand-in signs)."""
+    wav = synthetic_reference()
+    path = folder / "normalized.wav"
+    path.write_bytes(wav)
+    return VoiceReference(
+        voice_id=voice_id,
+        sha256=hashlib.sha256(wav).hexdigest(),
+        transcript="A reference transcript.",
+        url=path.resolve().as_uri(),
+    )
+
+
+def clone_job(reference: VoiceReference, voice_id: str, text: str) -> SynthesisJob:
+    """A clone job for `text` in the stored reference's voice, under `voice_id`."""
+    voice = VoiceReference(voice_id, reference.sha256, reference.transcript, reference.url)
+    return SynthesisJob.for_clone(CloneRequest(text, "English", voice))
 
 
 def timed(function: Callable[[], Any], device: str) -> float:
@@ -99,22 +121,15 @@ def main() -> None:
             )
         )
         rows.append(("load both models", timed(runtime.load, args.device)))
-        reference = synthetic_reference()
+        reference = stored_reference(root)
 
-        def clone_job(voice: str, text: str = "Hello there, how are you?") -> SynthesisJob:
-            return SynthesisJob(
-                kind="clone",
-                text=text,
-                language="English",
-                reference_wav=reference,
-                reference_transcript="A reference transcript.",
-                voice_id=voice,
-            )
+        def clone(voice: str, text: str = "Hello there, how are you?") -> SynthesisJob:
+            return clone_job(reference, voice, text)
 
         counter = iter(range(10**6))
         rows.append((
             f"clone prompt, {REFERENCE_SECONDS:.0f} s reference (uncached)",
-            median_of(args.repeats, lambda: runtime.clone_prompt(clone_job(f"v{next(counter)}")), args.device),
+            median_of(args.repeats, lambda: runtime.clone_prompt(clone(f"v{next(counter)}")), args.device),
         ))  # fmt: skip
         design_job = SynthesisJob(
             kind="design",
@@ -123,10 +138,8 @@ def main() -> None:
             instruct="a calm voice",
         )
         cases = {
-            "clone, 1 text": [clone_job("cached")],
-            f"clone, batch of {args.batch}": [
-                clone_job(f"cached-{i % 2}") for i in range(args.batch)
-            ],
+            "clone, 1 text": [clone("cached")],
+            f"clone, batch of {args.batch}": [clone(f"cached-{i % 2}") for i in range(args.batch)],
             "design, 1 text": [design_job],
             f"design, batch of {args.batch}": [design_job] * args.batch,
         }

@@ -73,14 +73,29 @@ class Audio:
 
 
 @dataclass(frozen=True)
+class VoiceReference:
+    """A voice's prepared reference, by reference: what the speech side needs to find the
+    voice's clone prompt, or to rebuild it from Storage. Never the audio itself."""
+
+    voice_id: str
+    sha256: str  # of the normalised reference WAV (voices.reference_sha256)
+    transcript: str  # what that WAV says, word for word
+    # A short-lived URL of the WAV: a signed Storage URL, or a file:// URL where the
+    # storage is the local stand-in (readable only on the listener's machine).
+    url: str
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return (self.voice_id, self.sha256)
+
+
+@dataclass(frozen=True)
 class CloneRequest:
-    """Speak `text` in the voice of a reference recording."""
+    """Speak `text` in the voice of a prepared reference."""
 
     text: str
     language: str  # one of the product languages, "Auto" allowed
-    reference_wav: bytes  # already validated and normalised by gpu.reference
-    reference_transcript: str
-    voice_id: str  # stable key for caching the voice's clone prompt
+    reference: VoiceReference
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class EspeakEngine:
         log.info(
             "espeak engine cannot clone voices: task %s (voice %s) is spoken in the stock voice %s",
             job.task_id,
-            request.voice_id,
+            request.reference.voice_id,
             settings.voice,
         )
         async with deadline(self.timeout_seconds, f"espeak-ng synthesis of task {job.task_id}"):

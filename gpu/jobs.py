@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gpu.engine import Audio, CloneRequest, DesignRequest, EngineError
+from gpu.engine import Audio, CloneRequest, DesignRequest, EngineError, VoiceReference
 
 JobKind = Literal["clone", "design"]
 
@@ -23,9 +23,12 @@ class SynthesisJob:
     text: str
     language: str
     instruct: str = ""  # design only
-    reference_wav: bytes = b""  # clone only: normalised by gpu.reference
-    reference_transcript: str = ""  # clone only
-    voice_id: str = ""  # clone only: cache key for the voice's clone prompt
+    # Clone only: the voice's prepared reference, by id, hash and a short-lived URL to
+    # rebuild its clone prompt from; never the audio (gpu/voice_prompts.py).
+    voice_id: str = ""
+    reference_sha256: str = ""
+    reference_transcript: str = ""
+    reference_url: str = ""
     # Names this request in the app's control Dict (see CallControl): where the GPU
     # code marks it started and looks for its cancellation. Empty: no control.
     ticket: str = ""
@@ -36,9 +39,19 @@ class SynthesisJob:
             kind="clone",
             text=request.text,
             language=request.language,
-            reference_wav=request.reference_wav,
-            reference_transcript=request.reference_transcript,
-            voice_id=request.voice_id,
+            voice_id=request.reference.voice_id,
+            reference_sha256=request.reference.sha256,
+            reference_transcript=request.reference.transcript,
+            reference_url=request.reference.url,
+        )
+
+    @property
+    def reference(self) -> VoiceReference:
+        return VoiceReference(
+            voice_id=self.voice_id,
+            sha256=self.reference_sha256,
+            transcript=self.reference_transcript,
+            url=self.reference_url,
         )
 
     @classmethod
@@ -53,9 +66,10 @@ class SynthesisJob:
             "text": self.text,
             "language": self.language,
             "instruct": self.instruct,
-            "reference_wav": self.reference_wav,
-            "reference_transcript": self.reference_transcript,
             "voice_id": self.voice_id,
+            "reference_sha256": self.reference_sha256,
+            "reference_transcript": self.reference_transcript,
+            "reference_url": self.reference_url,
             "ticket": self.ticket,
         }
 
@@ -69,9 +83,10 @@ class SynthesisJob:
             text=str(data.get("text", "")),
             language=str(data.get("language", "")),
             instruct=str(data.get("instruct", "")),
-            reference_wav=bytes(data.get("reference_wav", b"")),
-            reference_transcript=str(data.get("reference_transcript", "")),
             voice_id=str(data.get("voice_id", "")),
+            reference_sha256=str(data.get("reference_sha256", "")),
+            reference_transcript=str(data.get("reference_transcript", "")),
+            reference_url=str(data.get("reference_url", "")),
             ticket=str(data.get("ticket", "")),
         )
 

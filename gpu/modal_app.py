@@ -23,6 +23,7 @@ import queue
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import modal
@@ -39,10 +40,14 @@ from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL, QwenRunti
 from gpu.scheduler import ChunkScheduler
 from gpu.segments import PARTITION_TTL_SECONDS, queue_name, to_parts
 from gpu.transcription import TranscriptionJob, TranscriptionResult
+from gpu.voice_prompts import PROMPT_MAX_AGE_SECONDS, PromptStore
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = "/weights"
+# Voice clone prompts, one file per (voice id, reference hash), shared by every
+# container through a Volume (gpu/voice_prompts.py).
+PROMPTS_DIR = "/prompts"
 CLASS_NAME = "Qwen3TTS"
 METHOD_NAME = "synthesize"
 DOWNLOAD_FUNCTION_NAME = "download_weights"
@@ -81,6 +86,7 @@ class DeploymentSettings:
     base_model: str = DEFAULT_BASE_MODEL
     design_model: str = DEFAULT_DESIGN_MODEL
     volume_name: str = "utter-qwen-weights"
+    prompts_volume_name: str = "utter-voice-prompts"
     job_timeout_seconds: int = 30 * 60  # the old backend's limit; long texts take minutes
     scaledown_seconds: int = 5 * 60  # keep a warm GPU briefly: cold starts cost 30-110 s
     max_containers: int = 4
@@ -102,6 +108,7 @@ class DeploymentSettings:
             base_model=env.get("UTTER_QWEN_BASE_MODEL", defaults.base_model),
             design_model=env.get("UTTER_QWEN_DESIGN_MODEL", defaults.design_model),
             volume_name=env.get("UTTER_MODAL_VOLUME", defaults.volume_name),
+            prompts_volume_name=env.get("UTTER_MODAL_PROMPTS_VOLUME", defaults.prompts_volume_name),
             max_containers=int(env.get("UTTER_MODAL_MAX_CONTAINERS", defaults.max_containers)),
             scaledown_seconds=int(
                 env.get("UTTER_MODAL_SCALEDOWN_SECONDS", defaults.scaledown_seconds)
@@ -119,6 +126,7 @@ class DeploymentSettings:
             "UTTER_QWEN_BASE_MODEL": self.base_model,
             "UTTER_QWEN_DESIGN_MODEL": self.design_model,
             "UTTER_MODAL_VOLUME": self.volume_name,
+            "UTTER_MODAL_PROMPTS_VOLUME": self.prompts_volume_name,
             "UTTER_MODAL_MAX_CONTAINERS": str(self.max_containers),
             "UTTER_MODAL_SCALEDOWN_SECONDS": str(self.scaledown_seconds),
             "UTTER_MODAL_MAX_BATCH": str(self.max_batch_size),
@@ -150,6 +158,7 @@ image = (
     .add_local_python_source("gpu")
 )
 weights_volume = modal.Volume.from_name(settings.volume_name, create_if_missing=True)
+prompts_volume = modal.Volume.from_name(settings.prompts_volume_name, create_if_missing=True)
 # Per-request start marks and cancellation flags (gpu/jobs.py CallControl).
 control = modal.Dict.from_name(CallControl.dict_name(settings.app_name), create_if_missing=True)
 # Each request's finished chunks, while it runs (gpu/segments.py).
@@ -175,9 +184,25 @@ def download_weights(force: bool = False) -> list[str]:
     return fetched
 
 
+def prompt_store(volume: Any, root: str = PROMPTS_DIR) -> PromptStore:
+    """The clone prompts on the mounted Volume: a miss reloads it (another container
+    may have committed the prompt since this one mounted it) and a new prompt is
+    committed, since a Volume shows other containers' writes only after a commit and a
+    reload (modal 1.6.4, modal/volume.py `_Volume.commit`, `_Volume.reload`)."""
+    return PromptStore(Path(root), refresh=volume.reload, publish=volume.commit)
+
+
+@app.function(volumes={PROMPTS_DIR: prompts_volume}, schedule=modal.Period(days=1))
+def prune_voice_prompts(max_age_seconds: float = PROMPT_MAX_AGE_SECONDS) -> int:
+    """Retires prompt files older than `max_age_seconds`: those of deleted voices (never
+    named by a request again) and of voices unused since; a live voice's next request
+    rebuilds its prompt from Storage."""
+    return len(prompt_store(prompts_volume).prune(max_age_seconds))
+
+
 @app.cls(
     gpu=settings.gpu,
-    volumes={WEIGHTS_DIR: weights_volume},
+    volumes={WEIGHTS_DIR: weights_volume, PROMPTS_DIR: prompts_volume},
     timeout=settings.job_timeout_seconds,
     scaledown_window=settings.scaledown_seconds,
     max_containers=settings.max_containers,
@@ -207,7 +232,8 @@ class Qwen3TTS:
                 dtype="bfloat16",
                 attn_implementation="sdpa",
                 max_batch_items=settings.max_batch_size,
-            )
+            ),
+            prompt_store=prompt_store(prompts_volume),
         )
         self.runtime.load()
         self.scheduler = ChunkScheduler(self.runtime)

@@ -249,9 +249,15 @@ class ModalEngine:
         call, ticket = await self._spawn(work, job)
         return await self._supervise(call, ticket, job, resumed=False, segments=segments)
 
+    @staticmethod
+    def request_payload(work: WireJob, ticket: str) -> dict[str, Any]:
+        """What one spawn sends: the wire job and its ticket. A clone request names its
+        voice's prepared reference (id, hash, short-lived URL), never its audio."""
+        return work.to_wire() | {"ticket": ticket}
+
     async def _spawn(self, work: WireJob, job: JobContext) -> tuple[Any, str]:
         ticket = uuid.uuid4().hex
-        payload = work.to_wire() | {"ticket": ticket}
+        payload = self.request_payload(work, ticket)
         spawning = asyncio.ensure_future(self._method().spawn.aio(payload))
         try:
             call = await asyncio.shield(spawning)

@@ -24,6 +24,8 @@ ASR_METHOD_NAME = "transcribe"
 
 class ModalTranscriber:
     name = "modal-asr"
+    # The app's Qwen3ASR class always loads the forced aligner (gpu/modal_app.py).
+    can_align = True
 
     def __init__(
         self,

@@ -81,6 +81,11 @@ class QwenAsrLocalTranscriber:
         self._waiting: list[tuple[TranscriptionJob, asyncio.Future[TranscriptionResult]]] = []
         self._batcher: asyncio.Task[None] | None = None
 
+    @property
+    def can_align(self) -> bool:
+        """Whether word timings can be asked for (a forced aligner is configured)."""
+        return self.settings.aligner is not None
+
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, **options: float | None

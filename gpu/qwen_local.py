@@ -6,7 +6,9 @@ Configuration (environment):
 - `UTTER_QWEN_BASE_DIR` / `UTTER_QWEN_DESIGN_DIR`: one model folder each (override);
 - `UTTER_QWEN_BASE_MODEL` / `UTTER_QWEN_DESIGN_MODEL`: hub ids naming the subfolders;
 - `UTTER_QWEN_DEVICE` (default: cuda when available, else cpu), `UTTER_QWEN_DTYPE`
-  (default: bfloat16 on cuda, float32 on cpu).
+  (default: bfloat16 on cuda, float32 on cpu);
+- `UTTER_QWEN_PROMPT_DIR`: where voice clone prompts are kept across restarts (by
+  voice id and reference hash, gpu/voice_prompts.py); unset, they are kept in memory.
 
 Model calls are blocking, so they run on the chunk scheduler's thread (gpu/scheduler.py),
 which every job of this process submits to: concurrent jobs take turns chunk by chunk, so
@@ -48,6 +50,7 @@ from gpu.qwen_runtime import (
     RuntimeSettings,
 )
 from gpu.scheduler import ChunkScheduler
+from gpu.voice_prompts import PromptStore
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,7 @@ class QwenLocalEngine:
         timeout_seconds: float | None = DEFAULT_TIMEOUT_SECONDS,
         generate_options: Mapping[str, Any] | None = None,
         max_chunk_chars: int | None = None,
+        prompt_dir: Path | None = None,
     ) -> None:
         problem = qwen_stack_missing()
         if problem is not None:
@@ -139,6 +143,7 @@ class QwenLocalEngine:
         self._dtype = dtype
         self._generate_options = dict(generate_options or {})
         self._max_chunk_chars = max_chunk_chars
+        self._prompt_dir = prompt_dir
         self.timeout_seconds = timeout_seconds
         self._runtime: QwenRuntime | None = None
         self._scheduler: ChunkScheduler | None = None
@@ -151,6 +156,9 @@ class QwenLocalEngine:
             LocalWeights.from_env(env),
             device=env.get("UTTER_QWEN_DEVICE") or None,
             dtype=env.get("UTTER_QWEN_DTYPE") or None,
+            prompt_dir=Path(env["UTTER_QWEN_PROMPT_DIR"])
+            if env.get("UTTER_QWEN_PROMPT_DIR")
+            else None,
             **options,
         )
 
@@ -203,7 +211,12 @@ class QwenLocalEngine:
                     # where a cancel is seen.
                     max_batch_items=1,
                 )
-                runtime = QwenRuntime(settings)
+                # The same prompt path as the Modal app's: memory, then this folder,
+                # then the reference fetched from its URL and encoded once.
+                runtime = QwenRuntime(
+                    settings,
+                    prompt_store=PromptStore(self._prompt_dir) if self._prompt_dir else None,
+                )
                 await asyncio.to_thread(runtime.load)
                 self._runtime = runtime
             return self._runtime

@@ -2,7 +2,8 @@
 (gpu/modal_app.py) and the in-process engine (gpu/qwen_local.py).
 
 It loads the Base (clone) and VoiceDesign models, keeps an LRU of clone prompts per
-voice (the reference is encoded once, not on every request), cuts long texts into
+(voice id, reference hash) backed by an optional prompt store (gpu/voice_prompts.py:
+the reference is fetched and encoded once, not sent with every request), cuts long texts into
 sentence chunks, generates chunks of compatible jobs as one batched model call under
 per-chunk token budgets, keeps a designed voice across a text's chunks, and joins each
 job's chunks into one 16-bit WAV.
@@ -14,7 +15,6 @@ stack (the `qwen` optional dependency group).
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import threading
 from array import array
@@ -24,10 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpu.audio import decode_wav, encode_wav, join_chunks
-from gpu.engine import Audio
+from gpu.engine import Audio, VoiceReference
 from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
 from gpu.scheduler import Chunk, ChunkScheduler, Generated, Plan
 from gpu.text import speech_chunks, token_budget
+from gpu.voice_prompts import (
+    PromptStore,
+    ReferenceUnavailable,
+    check_reference,
+    fetch_reference,
+    prompt_from_fields,
+    prompt_to_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +61,7 @@ class RuntimeSettings:
     attn_implementation: str = "sdpa"  # beat flash-attention-2 in the old team's runs
     max_chunk_chars: int | None = None  # None: the limit suited to each text's script
     max_batch_items: int = 8  # chunks per model call: bounds GPU memory
-    prompt_cache_size: int = 64
+    prompt_cache_size: int = 64  # prompts kept in memory, by (voice id, reference hash)
     # Extra generate() arguments. A "max_new_tokens" here caps every chunk's budget
     # (e.g. 32 for the tiny test model, which never says end-of-speech).
     generate_options: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +69,8 @@ class RuntimeSettings:
 
 def _prompt_failure(job: SynthesisJob, exc: Exception) -> SynthesisResult:
     log.exception("clone prompt for voice %s failed", job.voice_id)
+    if isinstance(exc, ReferenceUnavailable):
+        return SynthesisResult.failure(str(exc), retryable=exc.retryable)
     if _out_of_memory(exc):
         # Not the reference's fault: a fresh call may well fit.
         _release_gpu_memory()
@@ -68,12 +78,6 @@ def _prompt_failure(job: SynthesisJob, exc: Exception) -> SynthesisResult:
             f"out of GPU memory while encoding the reference: {exc}", retryable=True
         )
     return SynthesisResult.failure(f"could not encode the reference audio: {exc}", retryable=False)
-
-
-def _fingerprint(job: SynthesisJob) -> str:
-    digest = hashlib.sha256(job.reference_wav)
-    digest.update(job.reference_transcript.encode("utf-8"))
-    return f"{job.voice_id}:{digest.hexdigest()[:24]}"
 
 
 def float_to_pcm16(waveform: Any) -> array[int]:
@@ -107,13 +111,23 @@ class QwenRuntime:
     """Loaded models plus the clone-prompt cache. Model calls are serialised by a lock:
     a model is not safe to call from two threads at once."""
 
-    def __init__(self, settings: RuntimeSettings) -> None:
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        *,
+        prompt_store: PromptStore | None = None,
+        fetch: Callable[[VoiceReference], bytes] = fetch_reference,
+    ) -> None:
         self.settings = settings
+        self.prompt_store = prompt_store
+        self.fetch = fetch
         self._models: dict[JobKind, Any] = {}
-        self._prompts: OrderedDict[str, Any] = OrderedDict()
+        self._prompts: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.prompt_cache_hits = 0
         self.prompt_cache_misses = 0
+        self.prompts_loaded = 0  # from the prompt store
+        self.references_encoded = 0  # fetched from Storage and encoded
 
     # -- loading -----------------------------------------------------------------
 
@@ -158,14 +172,16 @@ class QwenRuntime:
     # -- clone prompts -----------------------------------------------------------
 
     def clone_prompt(self, job: SynthesisJob) -> Any:
-        """The voice's clone prompt, from the cache or encoded now. The key includes a
-        hash of the reference so a voice whose recording changed is re-encoded."""
-        import numpy as np
-
-        key = _fingerprint(job)
-        # The cache is shared by every thread that calls the runtime (the in-process
-        # engine runs each job in its own worker thread): read and change it only
-        # under the lock, the same one that serialises model calls.
+        """The voice's clone prompt: from memory, else from the prompt store, else
+        rebuilt from the reference at the job's URL (checked against its hash) and
+        kept in both. Keyed by (voice id, reference hash): a voice whose reference
+        changed has a new hash, so a stale prompt is never found."""
+        reference = job.reference
+        check_reference(reference)
+        key = reference.cache_key
+        # The cache is shared by every thread that calls the runtime (each request
+        # plans in its own thread): read and change it only under the lock, the same
+        # one that serialises model calls. Fetching and file reads run outside it.
         with self._lock:
             cached = self._prompts.get(key)
             if cached is not None:
@@ -173,20 +189,33 @@ class QwenRuntime:
                 self.prompt_cache_hits += 1
                 return cached
             self.prompt_cache_misses += 1
-            reference = decode_wav(job.reference_wav)
-            waveform = (
-                np.frombuffer(reference.samples.tobytes(), dtype=np.int16).astype(np.float32)
-                / 32768.0
-            )
-            items = self._models["clone"].create_voice_clone_prompt(
-                ref_audio=(waveform, reference.sample_rate),
-                ref_text=job.reference_transcript,
-            )
-            prompt = items[0]
+        stored = self.prompt_store.load(reference) if self.prompt_store is not None else None
+        if stored is not None:
+            prompt = prompt_from_fields(stored, self.settings.device)
+            self.prompts_loaded += 1
+        else:
+            prompt = self._encode(reference, self.fetch(reference))
+            if self.prompt_store is not None:
+                self.prompt_store.save(reference, prompt_to_fields(prompt))
+        with self._lock:
             self._prompts[key] = prompt
             while len(self._prompts) > self.settings.prompt_cache_size:
                 self._prompts.popitem(last=False)
-            return prompt
+        return prompt
+
+    def _encode(self, reference: VoiceReference, wav: bytes) -> Any:
+        import numpy as np
+
+        decoded = decode_wav(wav)
+        waveform = (
+            np.frombuffer(decoded.samples.tobytes(), dtype=np.int16).astype(np.float32) / 32768.0
+        )
+        with self._lock:
+            items = self._models["clone"].create_voice_clone_prompt(
+                ref_audio=(waveform, decoded.sample_rate), ref_text=reference.transcript
+            )
+            self.references_encoded += 1
+        return items[0]
 
     # -- synthesis ---------------------------------------------------------------
 
@@ -283,8 +312,10 @@ class QwenRuntime:
         if not self.can_run(job.kind):
             model = "Base (clone)" if job.kind == "clone" else "VoiceDesign"
             return SynthesisResult.failure(f"the {model} model is not loaded here", retryable=False)
-        if job.kind == "clone" and not job.reference_wav:
-            return SynthesisResult.failure("clone job without reference audio", retryable=False)
+        if job.kind == "clone" and not (job.reference_sha256 and job.reference_url):
+            return SynthesisResult.failure(
+                "clone job without a prepared reference (its hash and URL)", retryable=False
+            )
         supported = self.supported_languages(job.kind)
         if supported is not None and job.language.lower() not in supported:
             return SynthesisResult.failure(

@@ -7,6 +7,8 @@ span that starts and ends at phrase boundaries (pauses between words, or the edg
 the recording), lasts between `min_seconds` and `max_seconds`, and is as close to
 `target_seconds` as the boundaries allow, preferring longer pauses at its edges. The
 returned text is exactly the words inside the span, so audio and transcript agree.
+`cut_wav` applies such a cut; `trim_silence` only removes the silence at the edges,
+for references whose transcript (typed) has no word timings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gpu.audio import decode_wav, encode_wav
 from gpu.transcription import AlignedWord
 
 # A gap between two words at least this long is a phrase boundary: shorter gaps occur
@@ -91,3 +94,51 @@ def pick_reference_cut(
         end=end,
         text=joiner.join(w.text for w in ordered[first : last + 1]),
     )
+
+
+# Edge trimming: a 20 ms frame is sound when its peak reaches this fraction of the
+# recording's peak (-26 dB); the silence before the first and after the last such
+# frame goes, but for EDGE_PADDING_SECONDS.
+SOUND_FRACTION_OF_PEAK = 0.05
+FRAME_SECONDS = 0.02
+
+
+def trim_silence(wav: bytes) -> bytes:
+    """The WAV without its leading and trailing silence (the words are untouched, so
+    any transcript of the whole still fits). Deterministic: a retry trims the same
+    normalised upload to the same bytes. Silence only: returned as it is."""
+    decoded = decode_wav(wav)
+    samples, rate = decoded.samples, decoded.sample_rate
+    if not samples:
+        return wav
+    threshold = max(1, int(max(max(samples), -min(samples)) * SOUND_FRACTION_OF_PEAK))
+    frame = max(1, int(rate * FRAME_SECONDS))
+
+    def loud(start: int) -> bool:
+        piece = samples[start : start + frame]
+        return max(piece) >= threshold or -min(piece) >= threshold
+
+    first = next((i for i in range(0, len(samples), frame) if loud(i)), None)
+    if first is None:
+        return wav
+    last = next(i for i in range((len(samples) - 1) // frame * frame, -1, -frame) if loud(i))
+    padding = int(rate * EDGE_PADDING_SECONDS)
+    start = max(0, first - padding)
+    end = min(len(samples), last + frame + padding)
+    if (start, end) == (0, len(samples)):
+        return wav
+    return encode_wav(samples[start:end], rate)
+
+
+def cut_wav(wav: bytes, start: float, end: float) -> bytes:
+    """Seconds `start`..`end` of a WAV (clamped to it), as a WAV."""
+    decoded = decode_wav(wav)
+    rate = decoded.sample_rate
+    first = max(0, min(len(decoded.samples), round(start * rate)))
+    last = max(first, min(len(decoded.samples), round(end * rate)))
+    return encode_wav(decoded.samples[first:last], rate)
+
+
+def wav_seconds(wav: bytes) -> float:
+    decoded = decode_wav(wav)
+    return len(decoded.samples) / decoded.sample_rate

@@ -121,6 +121,12 @@ class TranscriptionResult:
             return cls.failure(f"malformed result from the GPU app: {exc}", retryable=False)
 
 
+def can_align(transcriber: object) -> bool:
+    """Whether `transcriber` returns word timings when a job asks for them (attribute
+    `can_align`; a transcriber that does not say cannot)."""
+    return bool(getattr(transcriber, "can_align", False))
+
+
 @runtime_checkable
 class Transcriber(Protocol):
     name: str

@@ -11,6 +11,7 @@ from gpu.transcription import Transcriber, Transcript
 from listener.checkout import build_checkout
 from listener.database import Database
 from listener.jobs import Handlers, ReferenceNormaliser
+from listener.preflight import refuse_local_storage_for_a_remote_engine
 from listener.settings import QUEUES, ListenerSettings
 from listener.storage import LocalObjectStore, ObjectStore, SupabaseObjectStore
 from listener.worker import Listener
@@ -71,6 +72,35 @@ class DatabaseTranscripts:
         )
 
 
+class DatabaseReferences:
+    """The listener's ReferenceRecorder: worker.record_reference, by name."""
+
+    def __init__(self, database: Database, worker_id: str) -> None:
+        self.database = database
+        self.worker_id = worker_id
+
+    async def __call__(
+        self,
+        task_id: str,
+        sha256: str,
+        *,
+        cut: tuple[float, float] | None = None,
+        transcript: Transcript | None = None,
+    ) -> str:
+        return str(
+            await self.database.value(
+                "record_reference",
+                task_id=uuid.UUID(task_id),
+                worker_id=self.worker_id,
+                sha256=sha256,
+                cut_start_seconds=None if cut is None else cut[0],
+                cut_end_seconds=None if cut is None else cut[1],
+                transcript=None if transcript is None else transcript.text,
+                language=None if transcript is None else transcript.language,
+            )
+        )
+
+
 def build_listener(
     settings: ListenerSettings,
     *,
@@ -80,6 +110,7 @@ def build_listener(
 ) -> Listener:
     stripe_checkout = build_checkout(settings)
     engine = engine or build_engine(settings.engine)
+    refuse_local_storage_for_a_remote_engine(engine.name, settings)
     if settings.speech_in_flight is None:
         settings = settings.model_copy(update={"speech_in_flight": requests_in_flight(engine)})
     pool_size = sum(settings.concurrency(q) for q in QUEUES) + 2
@@ -106,5 +137,6 @@ def build_listener(
         normalise_reference or reference_normaliser(),
         transcriber,
         DatabaseTranscripts(database, settings.worker_id),
+        DatabaseReferences(database, settings.worker_id),
     )
     return Listener(settings, database, handlers, store, stripe_checkout)

@@ -80,6 +80,19 @@ async def refuse_local_storage_on_supabase(settings: ListenerSettings) -> None:
         )
 
 
+def refuse_local_storage_for_a_remote_engine(engine_name: str, settings: ListenerSettings) -> None:
+    """The Modal engine's containers fetch a voice's reference from the URL the
+    listener signs; the local stand-in's URLs are files on this machine."""
+    if engine_name == "modal" and settings.storage == "local":
+        raise ConfigurationError(
+            "the Modal engine cannot use UTTER_STORAGE=local: its GPU containers read each "
+            "voice's reference through a signed Storage URL, and local storage has only "
+            "files on this machine. Set UTTER_STORAGE=supabase with UTTER_SUPABASE_URL "
+            "and UTTER_SUPABASE_SERVICE_ROLE_KEY, or use an in-process engine "
+            "(UTTER_ENGINE=qwen-local, espeak)."
+        )
+
+
 async def check(settings: ListenerSettings) -> None:
     """Raises ConfigurationError naming what to set."""
     refuse_transaction_pooler_url(settings.database_url)

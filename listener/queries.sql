@@ -35,6 +35,11 @@ select worker.record_segment(%(task_id)s::uuid, %(worker_id)s::text, %(segment_i
 select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,
                                 %(language)s::text);
 
+-- name: record_reference
+select worker.record_reference(%(task_id)s::uuid, %(worker_id)s::text, %(sha256)s::text,
+                               %(cut_start_seconds)s::real, %(cut_end_seconds)s::real,
+                               %(transcript)s::text, %(language)s::text);
+
 -- name: fail_task
 select worker.fail_task(%(task_id)s::uuid, %(worker_id)s::text, %(reason)s::text, %(retryable)s::boolean,
                         %(retry_delay_seconds)s::integer, %(max_attempts)s::integer);

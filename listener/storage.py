@@ -43,6 +43,12 @@ class ObjectStore(Protocol):
         """Idempotent: deleting what is not there succeeds."""
         ...
 
+    async def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+        """A URL that reads the object for `expires_in` seconds without a key (what the
+        speech side fetches a voice's reference from); ObjectMissing when there is no
+        such object."""
+        ...
+
     async def close(self) -> None:
         """Lets go of connections; the listener calls it once, when it stops."""
         ...
@@ -151,6 +157,20 @@ class LocalObjectStore:
         except FileNotFoundError:
             raise ObjectMissing(f"no object at {bucket}/{key} (its file is gone)") from None
 
+    async def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+        """A file:// URL of the object: the stand-in has no HTTP server, so its objects
+        are readable only on this machine (by the in-process engines), and no token
+        is needed to read a local file. Like the Storage API, no row, no URL."""
+        path = self.path(bucket, key)
+        async with self._request() as cursor:
+            await cursor.execute(
+                QUERIES["storage_api_find_object"].encode(), {"bucket": bucket, "object_key": key}
+            )
+            found = await cursor.fetchone()
+        if found is None or not path.is_file():
+            raise ObjectMissing(f"no object at {bucket}/{key}")
+        return path.as_uri()
+
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str, owner: str
     ) -> None:
@@ -247,6 +267,18 @@ class SupabaseObjectStore:
             if exc.code == "not_found":
                 raise ObjectMissing(f"no object at {bucket}/{key}") from exc
             raise
+
+    async def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+        from storage3.exceptions import StorageApiError
+
+        storage = await self._storage()
+        try:
+            signed = await storage.from_(bucket).create_signed_url(key, expires_in)
+        except StorageApiError as exc:
+            if exc.code == "not_found":
+                raise ObjectMissing(f"no object at {bucket}/{key}") from exc
+            raise
+        return str(signed["signedURL"])
 
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str, owner: str

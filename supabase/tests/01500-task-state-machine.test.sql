@@ -74,7 +74,9 @@ select is(current_setting('test.claim')::jsonb -> 'job',
     'generation_id', 'a11ce000-0000-4000-8000-00000000a020', 'text', 'Generation 20', 'language', 'English',
     'voice', jsonb_build_object('id', 'a11ce000-0000-4000-8000-00000000a001',
       'reference_object_key', 'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a001/normalized.wav',
-      'reference_transcript', 'This is what the reference recording says.', 'language', 'English')),
+      'reference_transcript', 'This is what the reference recording says.', 'language', 'English',
+      -- No hash: this voice's clone job recorded none (the listener's records one).
+      'reference_sha256', null)),
   'the claim carries everything the engine needs, and where to store the output');
 select is((select status || '/' || attempts || '/' || claimed_by from public.tasks where id = current_setting('test.task')::uuid),
   'processing/1/worker-1', 'the claimed task is processing, attempt 1, by its claimer');

@@ -1,8 +1,10 @@
 """Fixtures for the engine tests: recordings made at test time with espeak-ng and
-ffmpeg (no binary files in the repository) and tiny Qwen3-TTS models."""
+ffmpeg (no binary files in the repository), tiny Qwen3-TTS models, and prepared
+references as generations name them."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from bench.tiny_qwen_model import build_tiny_model
+from gpu.engine import VoiceReference
+from gpu.reference import normalize_reference
 
 SPEECH = (
     "The quick brown fox jumps over the lazy dog. "
@@ -94,3 +98,31 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             root / "Qwen" / "Qwen3-TTS-12Hz-1.7B-VoiceDesign", "voice_design"
         ),
     }
+
+
+TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
+
+
+def store_reference(
+    folder: Path, wav: bytes, voice_id: str = "voice-1", transcript: str = TRANSCRIPT
+) -> VoiceReference:
+    """A prepared reference as a generation names it: the WAV written where a file://
+    URL (what the local storage stand-in signs) reaches it, with its content hash."""
+    digest = hashlib.sha256(wav).hexdigest()
+    path = folder / f"{digest}.wav"
+    path.write_bytes(wav)
+    return VoiceReference(voice_id, digest, transcript, path.resolve().as_uri())
+
+
+def for_voice(reference: VoiceReference, voice_id: str) -> VoiceReference:
+    """The same prepared reference under another voice id (another voice's prompt)."""
+    return VoiceReference(voice_id, reference.sha256, reference.transcript, reference.url)
+
+
+@pytest.fixture(scope="module")
+def reference(
+    recordings: Callable[[str], bytes], tmp_path_factory: pytest.TempPathFactory
+) -> VoiceReference:
+    """The normalised test recording, stored as a prepared reference."""
+    wav = normalize_reference(recordings("speech_wav")).wav
+    return store_reference(tmp_path_factory.mktemp("references"), wav)

@@ -36,19 +36,28 @@ What is mirrored, and where the real behaviour lives:
   (`_get_blocking`); not blocking, `get` returns None and `get_many` an empty list
   (`_get_nonblocking`). Items cross as pickled bytes (`_serialization.serialize`),
   so what is read is a copy of what was put.
+- `Volume` as a container sees it (volume.py `_Volume`, its docstring and `commit`,
+  `reload`): a container mounts the volume as last committed; its own writes are seen
+  by others only after it commits and they reload; a commit persists the container's
+  changes (last write wins per file) and reloads; a reload may commit uncommitted
+  changes first, and is refused while a file of the volume is open ("there are open
+  files preventing the operation", raised as RuntimeError). Mounts are folders here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import queue
+import shutil
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import modal.exception
@@ -352,3 +361,88 @@ class _Instance:
             return self._fake.spawn(key, payload)
 
         return type("FakeMethod", (), {"spawn": _aio_only(spawn)})()
+
+
+class FakeVolume:
+    """One volume's durable, committed state, shared by the containers that mount it."""
+
+    def __init__(self) -> None:
+        self.committed: dict[str, bytes] = {}
+        self.modified: dict[str, float] = {}  # files keep their times, as on a filesystem
+        self.commits = 0
+
+    def mount(self, folder: Path) -> FakeVolumeMount:
+        """A container starting with the volume mounted at `folder`."""
+        return FakeVolumeMount(self, folder)
+
+
+class FakeVolumeMount:
+    """A container's view of a FakeVolume, with the container-side `commit` and
+    `reload` (callable directly, as container code calls them, or as `.aio`)."""
+
+    def __init__(self, volume: FakeVolume, folder: Path) -> None:
+        self.volume = volume
+        self.folder = folder
+        self._base: dict[str, bytes] = {}
+        self._show_committed()
+
+        async def commit_aio() -> None:
+            self._commit()
+
+        async def reload_aio() -> None:
+            self._reload()
+
+        self.commit = _Method(self._commit, commit_aio)
+        self.reload = _Method(self._reload, reload_aio)
+
+    def files(self) -> dict[str, bytes]:
+        return {
+            str(path.relative_to(self.folder)): path.read_bytes()
+            for path in sorted(self.folder.rglob("*"))
+            if path.is_file()
+        }
+
+    def _show_committed(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        for name, data in self.volume.committed.items():
+            target = self.folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            modified = self.volume.modified[name]
+            os.utime(target, (modified, modified))
+        self._base = dict(self.volume.committed)
+
+    def _commit(self) -> None:
+        # volume.py `_Volume.commit`: persist, then reload (resp.skip_reload unset).
+        current = self.files()
+        for name, data in current.items():
+            modified = (self.folder / name).stat().st_mtime
+            if self._base.get(name) != data or self.volume.modified.get(name) != modified:
+                self.volume.committed[name] = data  # last write wins
+                self.volume.modified[name] = modified
+        for name in self._base.keys() - current.keys():
+            self.volume.committed.pop(name, None)
+            self.volume.modified.pop(name, None)
+        self.volume.commits += 1
+        self._show_committed()
+
+    def _reload(self) -> None:
+        # volume.py `_Volume.reload`: refused while a file of the volume is open.
+        if self._open_files():
+            raise RuntimeError(
+                f"there are open files preventing the operation: {self._open_files()[0]} is open"
+            )
+        self._commit()  # "uncommitted changes ... may implicitly be committed"
+
+    def _open_files(self) -> list[str]:
+        inside = str(self.folder.resolve()) + os.sep
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(inside):
+                found.append(target)
+        return found

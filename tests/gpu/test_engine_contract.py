@@ -23,10 +23,10 @@ from gpu.engine import (
     EngineTimeout,
     JobContext,
     Segment,
+    VoiceReference,
 )
 from gpu.espeak_engine import EspeakEngine
 from gpu.qwen_local import QwenLocalEngine
-from gpu.reference import normalize_reference
 from gpu.text import speech_chunks
 from gpu.tone_engine import ToneEngine
 
@@ -49,11 +49,6 @@ def make_engine(request: pytest.FixtureRequest, tiny_models: dict[str, Path]) ->
         )
 
     return build
-
-
-@pytest.fixture(scope="module")
-def reference(recordings: Callable[[str], bytes]) -> bytes:
-    return normalize_reference(recordings("speech_wav")).wav
 
 
 class Progress:
@@ -82,12 +77,12 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_clone_returns_16_bit_mono_wav(make_engine: EngineFactory, reference: bytes) -> None:
+async def test_clone_returns_16_bit_mono_wav(
+    make_engine: EngineFactory, reference: VoiceReference
+) -> None:
     engine = make_engine()
     progress = Progress()
-    request = CloneRequest(
-        "Hello there. How are you today?", "English", reference, "The quick brown fox.", "voice-a"
-    )
+    request = CloneRequest("Hello there. How are you today?", "English", reference)
     audio = await engine.clone(request, progress.job)
     await settle()
     assert_valid_wav(audio)
@@ -162,7 +157,7 @@ async def test_cancelling_espeak_kills_its_subprocess() -> None:
     # One chunk of the whole text, so the process runs long enough to be caught.
     engine = EspeakEngine(chunk_chars=10_000)
     task = asyncio.create_task(engine.clone(
-        CloneRequest(LONG_TEXT * 2, "English", b"", "", "voice-x"), JobContext("task-kill")
+        CloneRequest(LONG_TEXT * 2, "English", VoiceReference("voice-x", "0" * 64, "", "")), JobContext("task-kill")
     ))  # fmt: skip
     await wait_for_espeak_child()
     task.cancel()
@@ -185,7 +180,7 @@ STREAMED_TEXT = " ".join(
 
 
 async def test_each_chunk_is_reported_in_text_order_before_the_answer_which_joins_them(
-    make_engine: EngineFactory, reference: bytes
+    make_engine: EngineFactory, reference: VoiceReference
 ) -> None:
     """Streamed audio: every chunk is handed to `on_segment` once, in text order, all
     before the call returns, and the answer's samples are the join of the segments'."""
@@ -198,7 +193,7 @@ async def test_each_chunk_is_reported_in_text_order_before_the_answer_which_join
         segments.append(segment)
 
     job = JobContext("task-segments", on_segment=on_segment)
-    request = CloneRequest(STREAMED_TEXT, "English", reference, "The quick brown fox.", "voice-s")
+    request = CloneRequest(STREAMED_TEXT, "English", reference)
     audio = await engine.clone(request, job)
     answered = True
     count = len(segments)

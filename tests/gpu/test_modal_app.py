@@ -3,8 +3,10 @@ modal's own objects), and its methods run on a tiny model in this process."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +18,7 @@ from modal._utils.async_utils import synchronizer
 
 from gpu import modal_app
 from gpu.audio import decode_wav, join_chunks
+from gpu.engine import CloneRequest, VoiceReference
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME
 from gpu.modal_transcriber import ASR_CLASS_NAME, ASR_METHOD_NAME
@@ -25,7 +28,9 @@ from gpu.reference import normalize_reference
 from gpu.segments import PARTITION_TTL_SECONDS, SegmentAssembler
 from gpu.text import speech_chunks
 from gpu.transcription import TranscriptionJob, TranscriptionResult
-from tests.gpu.fake_modal import FakeDict, FakeQueue
+from gpu.voice_prompts import fetch_reference
+from tests.gpu.conftest import for_voice, store_reference
+from tests.gpu.fake_modal import FakeDict, FakeQueue, FakeVolume, FakeVolumeMount
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,3 +262,99 @@ def test_a_request_without_a_ticket_streams_nothing(tiny_models: dict[str, Path]
         scheduler.close()
     assert answer.audio is not None
     assert segments.partitions == {}
+
+
+def test_the_gpu_class_and_the_prune_function_mount_the_prompt_volume() -> None:
+    info = function_info(modal_app.Qwen3TTS._get_class_service_function())
+    assert info.volumes[modal_app.PROMPTS_DIR].name == "utter-voice-prompts"
+    prune = function_info(modal_app.prune_voice_prompts)
+    assert prune.volumes[modal_app.PROMPTS_DIR].name == "utter-voice-prompts"
+    assert prune.gpus in (None, [])
+
+
+def clone_wire(reference: VoiceReference, text: str) -> dict[str, Any]:
+    return SynthesisJob.for_clone(CloneRequest(text, "English", reference)).to_wire()
+
+
+def container(
+    tiny_models: dict[str, Path], volume: FakeVolume, folder: Path
+) -> tuple[QwenRuntime, FakeVolumeMount]:
+    """A GPU container's runtime as `Qwen3TTS.load` builds it, on its own mount of the
+    prompt volume."""
+    mount = volume.mount(folder)
+    runtime = QwenRuntime(
+        RuntimeSettings(
+            base_model=str(tiny_models["base"]),
+            design_model=None,
+            generate_options={"max_new_tokens": 8},
+        ),
+        prompt_store=modal_app.prompt_store(mount, str(folder)),
+    )
+    runtime.load()
+    return runtime, mount
+
+
+def run_clone(runtime: QwenRuntime, wire: dict[str, Any]) -> SynthesisResult:
+    scheduler = modal_app.ChunkScheduler(runtime)
+    scheduler.start()
+    try:
+        return SynthesisResult.from_wire(modal_app.run_request(scheduler, wire, FakeDict()))
+    finally:
+        scheduler.close()
+
+
+def test_a_prompt_is_built_once_from_storage_and_loaded_by_other_containers(
+    tiny_models: dict[str, Path], reference: VoiceReference, tmp_path: Path
+) -> None:
+    volume = FakeVolume()
+    first, _ = container(tiny_models, volume, tmp_path / "first")
+    # Started before the first container committed: its mount lacks the prompt.
+    second, second_mount = container(tiny_models, volume, tmp_path / "second")
+    voice = for_voice(reference, "voice-shared")
+
+    assert run_clone(first, clone_wire(voice, "Hello.")).audio is not None
+    assert first.references_encoded == 1
+    key = f"voice-shared/{voice.sha256}.pt"
+    assert list(volume.committed) == [key]
+    assert key not in second_mount.files()
+
+    def no_fetching(wanted: VoiceReference) -> bytes:
+        raise AssertionError("the committed prompt should have been loaded")
+
+    second.fetch = no_fetching
+    assert run_clone(second, clone_wire(voice, "Hello again.")).audio is not None
+    assert (second.prompts_loaded, second.references_encoded) == (1, 0)
+    assert key in second_mount.files()  # it reloaded the volume on the miss
+
+
+def test_a_container_that_cannot_reload_rebuilds_the_prompt_from_storage(
+    tiny_models: dict[str, Path], reference: VoiceReference, tmp_path: Path
+) -> None:
+    volume = FakeVolume()
+    runtime, mount = container(tiny_models, volume, tmp_path / "busy")
+    with (mount.folder / "open-elsewhere").open("w"):
+        with pytest.raises(RuntimeError, match="open files"):
+            mount.reload()
+        result = run_clone(runtime, clone_wire(for_voice(reference, "voice-busy"), "Hello."))
+    assert result.audio is not None and runtime.references_encoded == 1
+
+
+def test_a_changed_reference_retires_the_old_prompt_and_the_prune_retires_old_voices(
+    tiny_models: dict[str, Path], reference: VoiceReference, tmp_path: Path
+) -> None:
+    volume = FakeVolume()
+    runtime, mount = container(tiny_models, volume, tmp_path / "gpu")
+    run_clone(runtime, clone_wire(for_voice(reference, "voice-kept"), "Hello."))
+    run_clone(runtime, clone_wire(for_voice(reference, "voice-deleted"), "Hello."))
+    changed = store_reference(tmp_path, fetch_reference(reference) + b"\x00\x00", "voice-kept")
+    run_clone(runtime, clone_wire(changed, "Hello."))
+    assert sorted(volume.committed) == sorted(
+        [f"voice-kept/{changed.sha256}.pt", f"voice-deleted/{reference.sha256}.pt"]
+    )
+    # The deleted voice is never named again; its file ages past the limit.
+    old = mount.folder / f"voice-deleted/{reference.sha256}.pt"
+    month_ago = time.time() - 31 * 24 * 3600
+    os.utime(old, (month_ago, month_ago))
+    store = modal_app.prompt_store(mount, str(mount.folder))
+    assert store.prune(modal_app.PROMPT_MAX_AGE_SECONDS) == [old]
+    assert list(volume.committed) == [f"voice-kept/{changed.sha256}.pt"]

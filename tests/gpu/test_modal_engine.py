@@ -19,6 +19,7 @@ from gpu.engine import (
     EngineUnavailable,
     JobContext,
     Segment,
+    VoiceReference,
 )
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME, ModalEngine, classify_modal_error
@@ -28,7 +29,13 @@ from tests.gpu.fake_modal import FakeModal
 APP = "utter-tts-test"
 WAV = encode_wav(__import__("array").array("h", [0, 100, -100, 0] * 600), 24_000)
 AUDIO = Audio(WAV, 24_000, 2400 / 24_000)
-CLONE = CloneRequest("Hello there.", "English", b"RIFF-reference", "a transcript", "voice-1")
+REFERENCE = VoiceReference(
+    voice_id="voice-1",
+    sha256="ab" * 32,
+    transcript="a transcript",
+    url="https://project.supabase.co/storage/v1/object/sign/references/u/voice-1/normalized.wav?token=t",
+)
+CLONE = CloneRequest("Hello there.", "English", REFERENCE)
 DESIGN = DesignRequest("Hello there.", "English", "a calm old man")
 
 
@@ -121,8 +128,14 @@ async def test_clone_spawns_reports_the_call_and_ticket_and_returns_audio() -> N
     assert recorder.call_ids == [CallControl.call_handle(item.call_id, item.payload["ticket"])]
     assert recorder.progress == [1.0]
     assert item.payload["kind"] == "clone" and item.payload["voice_id"] == "voice-1"
-    assert item.payload["reference_wav"] == b"RIFF-reference"
     assert len(item.payload["ticket"]) == 32
+    # The voice's prepared reference by hash and URL, never its audio.
+    assert (item.payload["reference_sha256"], item.payload["reference_url"]) == (
+        REFERENCE.sha256,
+        REFERENCE.url,
+    )
+    assert not [value for value in item.payload.values() if isinstance(value, bytes)]
+    assert SynthesisJob.from_wire(item.payload).reference == REFERENCE
 
 
 async def test_design_polls_until_the_call_finishes() -> None:

@@ -4,19 +4,20 @@ prompts, batched generation and chunk joining."""
 from __future__ import annotations
 
 import wave
-from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from gpu.engine import EngineUnavailable
+from gpu.engine import CloneRequest, EngineUnavailable, VoiceReference
 from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob
 from gpu.qwen_local import LocalWeights, QwenLocalEngine
 from gpu.qwen_runtime import GenerationStopped, QwenRuntime, RuntimeSettings
-from gpu.reference import normalize_reference
 from gpu.text import chunk_text, token_budget
+from gpu.voice_prompts import PromptStore, fetch_reference
+from tests.gpu.conftest import for_voice, store_reference
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,6 @@ def runtime(tiny_models: dict[str, Path]) -> QwenRuntime:
     )
     loaded.load()
     return loaded
-
-
-@pytest.fixture(scope="module")
-def reference(recordings: Callable[[str], bytes]) -> bytes:
-    return normalize_reference(recordings("speech_wav")).wav
 
 
 class CallCounter:
@@ -61,16 +57,9 @@ class CallCounter:
 
 
 def clone_job(
-    reference: bytes, text: str, voice: str = "voice-1", language: str = "English"
+    reference: VoiceReference, text: str, voice: str = "voice-1", language: str = "English"
 ) -> SynthesisJob:
-    return SynthesisJob(
-        kind="clone",
-        text=text,
-        language=language,
-        reference_wav=reference,
-        reference_transcript="The quick brown fox jumps over the lazy dog.",
-        voice_id=voice,
-    )
+    return SynthesisJob.for_clone(CloneRequest(text, language, for_voice(reference, voice)))
 
 
 def wav_rate_and_frames(wav: bytes) -> tuple[int, int]:
@@ -79,7 +68,9 @@ def wav_rate_and_frames(wav: bytes) -> tuple[int, int]:
         return reader.getframerate(), reader.getnframes()
 
 
-def test_clone_and_design_produce_24_khz_wav(runtime: QwenRuntime, reference: bytes) -> None:
+def test_clone_and_design_produce_24_khz_wav(
+    runtime: QwenRuntime, reference: VoiceReference
+) -> None:
     design = SynthesisJob(
         kind="design", text="Hello world.", language="English", instruct="a deep voice"
     )
@@ -91,18 +82,90 @@ def test_clone_and_design_produce_24_khz_wav(runtime: QwenRuntime, reference: by
         assert audio.duration_seconds == pytest.approx(frames / rate)
 
 
-def test_the_clone_prompt_is_encoded_once_per_voice(runtime: QwenRuntime, reference: bytes) -> None:
-    misses = runtime.prompt_cache_misses
+def test_the_clone_prompt_is_encoded_once_per_voice_and_hash(
+    runtime: QwenRuntime, reference: VoiceReference, tmp_path: Path
+) -> None:
+    misses, encoded = runtime.prompt_cache_misses, runtime.references_encoded
     runtime.synthesize([clone_job(reference, "First.", voice="voice-cache")])
     runtime.synthesize([clone_job(reference, "Second.", voice="voice-cache")])
-    assert runtime.prompt_cache_misses == misses + 1
-    # A voice whose recording changed is encoded again.
-    runtime.synthesize([clone_job(reference + b"\x00\x00", "Third.", voice="voice-cache")])
-    assert runtime.prompt_cache_misses == misses + 2
+    assert (runtime.prompt_cache_misses, runtime.references_encoded) == (misses + 1, encoded + 1)
+    # A voice whose reference changed has a new hash: its old prompt is never used.
+    changed = store_reference(tmp_path, fetched_bytes(reference) + b"\x00\x00", "voice-cache")
+    assert changed.sha256 != reference.sha256
+    runtime.synthesize([clone_job(changed, "Third.", voice="voice-cache")])
+    assert (runtime.prompt_cache_misses, runtime.references_encoded) == (misses + 2, encoded + 2)
+
+
+def fetched_bytes(reference: VoiceReference) -> bytes:
+    return fetch_reference(reference)
+
+
+def test_a_reference_that_no_longer_matches_its_hash_fails_for_good(
+    runtime: QwenRuntime, reference: VoiceReference, tmp_path: Path
+) -> None:
+    altered = store_reference(tmp_path, fetched_bytes(reference), "voice-altered")
+    Path(urlsplit(altered.url).path).write_bytes(b"RIFF-altered")
+    (result,) = runtime.synthesize([clone_job(altered, "Hello.", voice="voice-altered")])
+    assert result.audio is None and not result.error_retryable
+    assert "does not match its hash" in result.error_message
+
+
+def test_a_reference_gone_from_storage_fails_for_good_and_a_refused_url_is_retryable(
+    runtime: QwenRuntime, reference: VoiceReference
+) -> None:
+    gone = VoiceReference(
+        "voice-gone", reference.sha256, reference.transcript, "file:///nowhere.wav"
+    )
+    (result,) = runtime.synthesize([clone_job(gone, "Hello.", voice="voice-gone")])
+    assert result.audio is None and not result.error_retryable
+    assert "is gone" in result.error_message
+    # A port nothing listens on: as an unreachable Storage, worth a fresh request.
+    unreachable = VoiceReference(
+        "voice-far", reference.sha256, reference.transcript, "http://127.0.0.1:9/x.wav"
+    )
+    (result,) = runtime.synthesize([clone_job(unreachable, "Hello.", voice="voice-far")])
+    assert result.audio is None and result.error_retryable
+
+
+def test_a_prompt_store_serves_another_runtime_without_fetching(
+    tiny_models: dict[str, Path], reference: VoiceReference, tmp_path: Path
+) -> None:
+    """What a second container sees: the prompt the first one stored, by voice and hash,
+    is loaded instead of fetching and encoding the reference again; saving a voice's
+    new hash retires its old prompt file."""
+    settings = RuntimeSettings(
+        base_model=str(tiny_models["base"]),
+        design_model=None,
+        generate_options={"max_new_tokens": 8},
+    )
+    first = QwenRuntime(settings, prompt_store=PromptStore(tmp_path / "prompts"))
+    first.load()
+    (made,) = first.synthesize([clone_job(reference, "Hello.", voice="voice-stored")])
+    assert made.audio is not None and first.references_encoded == 1
+    stored = PromptStore(tmp_path / "prompts").path(for_voice(reference, "voice-stored"))
+    assert stored.is_file()
+
+    fetched: list[VoiceReference] = []
+
+    def no_fetching(wanted: VoiceReference) -> bytes:
+        fetched.append(wanted)
+        raise AssertionError("the stored prompt should have been used")
+
+    second = QwenRuntime(
+        settings, prompt_store=PromptStore(tmp_path / "prompts"), fetch=no_fetching
+    )
+    second.load()
+    (again,) = second.synthesize([clone_job(reference, "Hello again.", voice="voice-stored")])
+    assert again.audio is not None
+    assert (second.prompts_loaded, second.references_encoded, fetched) == (1, 0, [])
+
+    changed = store_reference(tmp_path, fetched_bytes(reference) + b"\x00\x00", "voice-stored")
+    first.synthesize([clone_job(changed, "New voice.", voice="voice-stored")])
+    assert sorted(p.name for p in stored.parent.iterdir()) == [f"{changed.sha256}.pt"]
 
 
 def test_compatible_jobs_and_chunks_share_model_calls(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = CallCounter(runtime, monkeypatch)
     long_text = "One short sentence. Another short sentence. A third one here. And a fourth."
@@ -120,7 +183,7 @@ def test_compatible_jobs_and_chunks_share_model_calls(
     assert counter.batches == [("clone", 2), ("design", 2), ("clone", 2)]
 
 
-def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: bytes) -> None:
+def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: VoiceReference) -> None:
     good, bad_language, empty = runtime.synthesize([
         clone_job(reference, "Fine."),
         clone_job(reference, "Nope.", language="Klingon"),
@@ -133,7 +196,7 @@ def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: bytes) -> None:
 
 
 def test_should_stop_ends_generation_between_batches(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = CallCounter(runtime, monkeypatch)
     text = " ".join(f"Sentence number {n} is here." for n in range(20))
@@ -143,7 +206,7 @@ def test_should_stop_ends_generation_between_batches(
 
 
 def test_a_dropped_job_ends_between_batches_and_the_others_finish(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = CallCounter(runtime, monkeypatch)
     text = " ".join(f"Sentence number {n} is here." for n in range(12))
@@ -162,7 +225,7 @@ def test_a_dropped_job_ends_between_batches_and_the_others_finish(
 
 
 def test_out_of_memory_while_encoding_a_reference_is_retryable(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out_of_memory = type("OutOfMemoryError", (RuntimeError,), {})
 
@@ -222,7 +285,7 @@ class GenerateSpy:
 
 
 def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = GenerateSpy(runtime, "clone", monkeypatch)
     uncapped = QwenRuntime(
@@ -256,7 +319,7 @@ def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
 
 
 def test_a_cap_in_the_settings_bounds_every_budget(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = GenerateSpy(runtime, "clone", monkeypatch)
     text = " ".join(f"Sentence number {n} is here." for n in range(6))

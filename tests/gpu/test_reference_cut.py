@@ -1,10 +1,21 @@
-"""Choosing a 5-20 s stretch of a reference at phrase boundaries from word timings."""
+"""Choosing a 5-20 s stretch of a reference at phrase boundaries from word timings;
+cutting and edge-trimming reference WAVs."""
 
 from __future__ import annotations
 
+import math
+from array import array
+
 import pytest
 
-from gpu.reference_cut import pick_reference_cut
+from gpu.audio import encode_wav
+from gpu.reference_cut import (
+    EDGE_PADDING_SECONDS,
+    cut_wav,
+    pick_reference_cut,
+    trim_silence,
+    wav_seconds,
+)
 from gpu.transcription import AlignedWord
 
 
@@ -88,3 +99,28 @@ def test_characters_are_joined_without_spaces_for_languages_written_without_them
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="min_seconds"):
         pick_reference_cut(TALK, min_seconds=10.0, max_seconds=5.0)
+
+
+def tone_between_silences(before: float, tone: float, after: float, rate: int = 24_000) -> bytes:
+    loud = [round(8_000 * math.sin(i / 5)) for i in range(int(tone * rate))]
+    samples = array("h", [0] * int(before * rate) + loud + [0] * int(after * rate))
+    return encode_wav(samples, rate)
+
+
+def test_trimming_keeps_the_sound_and_a_tenth_of_a_second_of_silence_each_side() -> None:
+    trimmed = trim_silence(tone_between_silences(2.0, 3.0, 4.0))
+    assert wav_seconds(trimmed) == pytest.approx(3.0 + 2 * EDGE_PADDING_SECONDS, abs=0.021)
+    assert trim_silence(trimmed) == trimmed  # nothing left to trim
+
+
+def test_silence_alone_and_sound_to_the_edges_are_left_as_they_are() -> None:
+    silent = encode_wav(array("h", [0] * 24_000), 24_000)
+    assert trim_silence(silent) == silent
+    full = tone_between_silences(0.0, 2.0, 0.0)
+    assert trim_silence(full) == full
+
+
+def test_a_cut_is_the_stretch_asked_for_clamped_to_the_recording() -> None:
+    wav = tone_between_silences(1.0, 2.0, 1.0)
+    assert wav_seconds(cut_wav(wav, 0.5, 2.5)) == pytest.approx(2.0)
+    assert wav_seconds(cut_wav(wav, 3.5, 9.0)) == pytest.approx(0.5)

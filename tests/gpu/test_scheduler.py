@@ -5,16 +5,18 @@ membership of model calls are asserted, never durations."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gpu.engine import CloneRequest, VoiceReference
 from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob
 from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
-from gpu.reference import normalize_reference
 from gpu.scheduler import Chunk, ChunkScheduler, Generated
+from tests.gpu.conftest import for_voice
 
 LONG_TEXT = " ".join(f"Sentence number {n} is here." for n in range(12))  # 12 chunks
 
@@ -34,21 +36,9 @@ def runtime(tiny_models: dict[str, Path]) -> QwenRuntime:
     return loaded
 
 
-@pytest.fixture(scope="module")
-def reference(recordings: Callable[[str], bytes]) -> bytes:
-    return normalize_reference(recordings("speech_wav")).wav
-
-
-def clone(reference: bytes, text: str, ticket: str) -> SynthesisJob:
-    return SynthesisJob(
-        kind="clone",
-        text=text,
-        language="English",
-        reference_wav=reference,
-        reference_transcript="The quick brown fox jumps over the lazy dog.",
-        voice_id="voice-scheduled",
-        ticket=ticket,
-    )
+def clone(reference: VoiceReference, text: str, ticket: str) -> SynthesisJob:
+    request = CloneRequest(text, "English", for_voice(reference, "voice-scheduled"))
+    return replace(SynthesisJob.for_clone(request), ticket=ticket)
 
 
 def design(text: str, ticket: str) -> SynthesisJob:
@@ -78,7 +68,7 @@ class CallLog:
 
 
 def test_a_request_arriving_during_a_long_one_joins_the_next_model_call(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = CallLog(runtime, monkeypatch)
     scheduler = ChunkScheduler(runtime)
@@ -99,7 +89,7 @@ def test_a_request_arriving_during_a_long_one_joins_the_next_model_call(
 
 
 def test_a_requests_first_chunk_runs_without_its_later_ones(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chunks of one call finish together: the first chunk alone is ready after
     one short call, the earliest audio a listener can play."""
@@ -117,7 +107,7 @@ def test_a_requests_first_chunk_runs_without_its_later_ones(
 
 
 def test_a_request_for_the_other_model_is_served_before_the_long_ones_next_chunks(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = CallLog(runtime, monkeypatch)
     scheduler = ChunkScheduler(runtime)
@@ -130,7 +120,7 @@ def test_a_request_for_the_other_model_is_served_before_the_long_ones_next_chunk
 
 
 def test_a_cancelled_request_loses_only_its_own_chunks(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = CallLog(runtime, monkeypatch)
     flags: set[str] = set()
@@ -155,7 +145,7 @@ def test_a_cancelled_request_loses_only_its_own_chunks(
 
 
 def test_the_loop_thread_answers_each_caller_when_its_own_chunks_are_done(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = CallLog(runtime, monkeypatch)
     calls.release.clear()  # hold the long request's first model call
@@ -190,7 +180,7 @@ def test_a_request_that_cannot_run_is_answered_at_once(
 
 
 def test_a_failed_model_call_fails_the_requests_in_it_and_not_the_others(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = runtime.generate
 
@@ -212,7 +202,7 @@ def test_a_failed_model_call_fails_the_requests_in_it_and_not_the_others(
 
 
 def test_a_chunk_that_breaks_a_shared_call_fails_only_its_own_request(
-    runtime: QwenRuntime, reference: bytes, monkeypatch: pytest.MonkeyPatch
+    runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = CallLog(runtime, monkeypatch)
     logged = runtime.generate

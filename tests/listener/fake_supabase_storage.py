@@ -20,7 +20,12 @@ real status in the body's `statusCode`):
   `ERROR_CODE_MAP`; the `error` and `message` texts here are ours, not fastify's);
   the reply lists the objects removed, nothing for keys that were not there;
 - src/storage/object.ts `deleteObjects`: rows deleted, then the files, in one
-  transaction.
+  transaction;
+- src/http/routes/object/getSignedURL.ts and getSignedObject.ts: `POST
+  /object/sign/<bucket>/<key>` with `expiresIn` answers `{"signedURL":
+  "/object/sign/<bucket>/<key>?token=..."}` (NoSuchKey for a missing object), and a
+  GET of that path with its token serves the object until the token expires. The
+  token here is an opaque random string, not the real JWT.
 Not mirrored: JWT verification (the fake trusts the bearer token it is given) and
 RLS for user tokens (the listener only ever uses the service key)."""
 
@@ -28,7 +33,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +43,7 @@ from email.parser import BytesParser
 from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 
@@ -57,6 +64,7 @@ class FakeStorage:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.content_types: dict[tuple[str, str], str] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.signed: dict[str, tuple[str, str, float]] = {}  # token: bucket, key, expiry
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """One Storage API request's transaction; nothing when there is no database."""
@@ -91,7 +99,8 @@ def _handler(storage: FakeStorage) -> type[BaseHTTPRequestHandler]:
         def _target(self) -> tuple[str, str]:
             path = self.path.split("?", 1)[0]
             assert path.startswith(PREFIX), path
-            bucket, _, key = path[len(PREFIX) :].partition("/")
+            path = path.removeprefix(PREFIX + "sign/").removeprefix(PREFIX)
+            bucket, _, key = path.partition("/")
             return unquote(bucket), unquote(key)  # route parameters arrive decoded
 
         def _refused(self, bucket: str, key: str | None) -> bool:
@@ -126,8 +135,36 @@ def _handler(storage: FakeStorage) -> type[BaseHTTPRequestHandler]:
         def _record(self) -> None:
             storage.requests.append((self.command, self.path, dict(self.headers.items())))
 
+        def _sign(self) -> None:
+            bucket, key = self._target()
+            expires_in = int(json.loads(self._body() or b"{}").get("expiresIn", 0))
+            if self._refused(bucket, key):
+                return
+            if (bucket, key) not in storage.objects:
+                self._reply(400, _refusal("404", "NoSuchKey", "not_found", "Object not found"))
+                return
+            token = secrets.token_urlsafe(24)
+            storage.signed[token] = (bucket, key, time.time() + expires_in)
+            self._reply(200, {"signedURL": f"/object/sign/{bucket}/{key}?token={token}"})
+
+        def _signed_object(self) -> None:
+            bucket, key = self._target()
+            token = parse_qs(urlsplit(self.path).query).get("token", [""])[0]
+            grant = storage.signed.get(token)
+            if grant is None or grant[:2] != (bucket, key) or grant[2] < time.time():
+                self._reply(400, _refusal("400", "InvalidJWT", "Invalid JWT", "jwt expired"))
+                return
+            found = storage.objects.get((bucket, key))
+            if found is None:
+                self._reply(400, _refusal("404", "NoSuchKey", "not_found", "Object not found"))
+            else:
+                self._reply(200, found)
+
         def do_POST(self) -> None:
             self._record()
+            if self.path.startswith(PREFIX + "sign/"):
+                self._sign()
+                return
             bucket, key = self._target()
             data, content_type = self._file()  # read before any reply, as a server does
             if self._refused(bucket, key):
@@ -160,6 +197,9 @@ def _handler(storage: FakeStorage) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._record()
+            if self.path.startswith(PREFIX + "sign/"):
+                self._signed_object()
+                return
             bucket, key = self._target()
             if self._refused(bucket, key):
                 return

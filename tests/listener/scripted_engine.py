@@ -23,6 +23,7 @@ class ScriptedEngine:
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or (lambda task_id, calls: None)
         self.calls: Counter[str] = Counter()
+        self.clone_requests: list[CloneRequest] = []  # as the listener sent them
         self.cancelled: list[str] = []
         self.started = asyncio.Event()
         self.release = asyncio.Event()  # what a script's float('inf') waits for
@@ -46,6 +47,7 @@ class ScriptedEngine:
         return Audio(tone_wav(0.05), SAMPLE_RATE, 0.05)
 
     async def clone(self, request: CloneRequest, job: JobContext) -> Audio:
+        self.clone_requests.append(request)
         return await self._speak(job)
 
     async def design(self, request: DesignRequest, job: JobContext) -> Audio:

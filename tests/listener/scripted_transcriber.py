@@ -12,8 +12,10 @@ from gpu.transcription import Transcript, TranscriptionJob
 class ScriptedTranscriber:
     name = "scripted (test transcriber)"
 
-    def __init__(self, answer: Transcript | EngineError) -> None:
+    def __init__(self, answer: Transcript | EngineError, *, can_align: bool = False) -> None:
         self.answer = answer
+        # Whether the listener may ask for word timings (the answer's `words`).
+        self.can_align = can_align
         self.heard: list[TranscriptionJob] = []
 
     async def transcribe(self, job: TranscriptionJob, context: JobContext) -> Transcript:

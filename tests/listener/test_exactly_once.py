@@ -33,6 +33,9 @@ class FreezingStore:
     async def get(self, bucket: str, key: str) -> bytes:
         return await self.inner.get(bucket, key)
 
+    async def signed_url(self, bucket: str, key: str, expires_in: int) -> str:
+        return await self.inner.signed_url(bucket, key, expires_in)
+
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str, owner: str
     ) -> None:

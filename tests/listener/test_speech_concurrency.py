@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gpu.modal_engine import ModalEngine
 from gpu.tone_engine import ToneEngine
 from listener.app import build_listener
-from listener.settings import ListenerSettings
+from listener.settings import ConfigurationError, ListenerSettings
 from tests.gpu.fake_modal import FakeModal
 
 
@@ -42,10 +44,22 @@ def test_speech_in_flight_is_split_three_to_one_and_explicit_limits_win(
 def test_the_listener_keeps_as_many_speech_jobs_in_flight_as_its_engine_takes(
     tmp_path: Path,
 ) -> None:
-    modal = build_listener(settings(tmp_path), engine=ModalEngine("utter-tts", sdk=FakeModal()))
+    remote_storage = {
+        "storage": "supabase",
+        "supabase_url": "https://project.supabase.co",
+        "supabase_service_role_key": "a-service-key",
+    }
+    modal = build_listener(
+        settings(tmp_path, **remote_storage), engine=ModalEngine("utter-tts", sdk=FakeModal())
+    )
     assert modal.settings.speech_in_flight == ModalEngine.requests_in_flight == 16
     assert modal.settings.concurrency("generate") == 12
     local = build_listener(settings(tmp_path), engine=ToneEngine())
     assert local.settings.speech_in_flight == 3
     chosen = build_listener(settings(tmp_path, speech_in_flight=5), engine=ToneEngine())
     assert chosen.settings.speech_in_flight == 5
+
+
+def test_the_modal_engine_is_refused_with_local_storage(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="the Modal engine cannot use UTTER_STORAGE=local"):
+        build_listener(settings(tmp_path), engine=ModalEngine("utter-tts", sdk=FakeModal()))

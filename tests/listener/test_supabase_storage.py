@@ -3,11 +3,15 @@ client with the service key), against a named fake of the Storage HTTP API."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
 
 import pytest
 from storage3.exceptions import StorageApiError
 
+from gpu.engine import VoiceReference
+from gpu.voice_prompts import ReferenceUnavailable, fetch_reference
 from listener.storage import ObjectMissing, SupabaseObjectStore
 from relay.tokens import mint
 from supabase import acreate_client
@@ -62,3 +66,28 @@ async def test_an_upload_without_upsert_onto_an_object_is_refused() -> None:
         with pytest.raises(StorageApiError, match="The resource already exists") as duplicate:
             await bucket.upload("u1/g1.wav", b"RIFF-two", {"content-type": "audio/wav"})
         assert (duplicate.value.status, duplicate.value.code) == ("409", "Duplicate")
+
+
+async def test_a_signed_url_lets_the_speech_side_read_a_reference_without_a_key() -> None:
+    wav = b"RIFF-a-prepared-reference"
+    with fake_supabase_storage() as (url, storage):
+        store = SupabaseObjectStore(url, SERVICE_KEY)
+        await store.put(
+            "references", "u1/v1/normalized.wav", wav, content_type="audio/wav", owner="u1"
+        )
+        signed = await store.signed_url("references", "u1/v1/normalized.wav", 60)
+        assert signed.startswith(
+            f"{url}/storage/v1/object/sign/references/u1/v1/normalized.wav?token="
+        )
+        reference = VoiceReference("v1", hashlib.sha256(wav).hexdigest(), "words", signed)
+        fetched = await asyncio.to_thread(fetch_reference, reference)
+        assert fetched == wav
+        with pytest.raises(ObjectMissing):
+            await store.signed_url("references", "u1/v2/normalized.wav", 60)
+        # A URL whose token does not grant the object is refused: worth a fresh URL.
+        forged = VoiceReference("v1", reference.sha256, "words", signed.split("?")[0] + "?token=x")
+        with pytest.raises(ReferenceUnavailable) as refused:
+            await asyncio.to_thread(fetch_reference, forged)
+        assert refused.value.retryable
+    (_, _, read_headers) = storage.requests[-1]
+    assert "Authorization" not in read_headers  # the token is the only credential

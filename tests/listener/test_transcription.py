@@ -6,6 +6,7 @@ scripted transcriber where what it hears is what the test varies."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from devstack.acting import upload_as_user
 from gpu.engine import JobContext, PermanentEngineError
 from gpu.qwen_asr_local import QwenAsrLocalTranscriber
 from gpu.qwen_asr_runtime import AsrRuntimeSettings
-from gpu.transcription import Transcript, TranscriptionJob
+from gpu.reference import normalize_reference
+from gpu.transcription import AlignedWord, Transcript, TranscriptionJob
 from listener.settings import ListenerSettings
 from tests.listener.conftest import Admin, Browser, RunListener
 from tests.listener.scripted_transcriber import ScriptedTranscriber
@@ -68,6 +70,45 @@ async def test_a_voice_inserted_without_a_transcript_is_ready_with_a_machine_one
     (job,) = transcriber.heard
     assert job.audio_wav[:4] == b"RIFF" and job.language == "English"
     assert int.from_bytes(job.audio_wav[24:28], "little") == 24_000
+
+
+# Word timings for the 12 s recording: three phrases separated by clear pauses.
+ALIGNED = Transcript(
+    "One two three. Four five six seven. Eight nine.",
+    "English",
+    words=tuple(
+        AlignedWord(text, start, start + 0.5)
+        for text, start in (
+            ("One", 0.3), ("two", 0.9), ("three.", 1.5),
+            ("Four", 3.0), ("five", 3.6), ("six", 4.2), ("seven.", 4.8),
+            ("Eight", 8.0), ("nine.", 8.6),
+        )
+    ),
+)  # fmt: skip
+
+
+async def test_a_machine_transcript_with_word_timings_cuts_the_reference_to_whole_phrases(
+    admin: Admin, run_listener: RunListener, listener_settings: ListenerSettings
+) -> None:
+    user = admin.new_user()
+    transcriber = ScriptedTranscriber(ALIGNED, can_align=True)
+    async with run_listener(transcriber=transcriber):
+        voice_id = clone_untyped(user, listener_settings.storage_dir, spoken(12.0))
+        await admin.wait_until("select status = 'ready' from voices where id = %s", (voice_id,))
+    (job,) = transcriber.heard
+    assert job.align
+    voice = user.select("select * from voices where id = %(id)s", {"id": voice_id})[0]
+    # 5-20 s of whole phrases: all three (8.8 s) is nearest 12 s; the padding before
+    # the first word is what the recording's start allows.
+    assert voice["reference_transcript"] == "One two three. Four five six seven. Eight nine."
+    assert voice["transcript_source"] == "asr"
+    start, end = voice["reference_cut_start_seconds"], voice["reference_cut_end_seconds"]
+    assert (round(start, 2), round(end, 2)) == (0.2, 9.2)
+    stored = (
+        listener_settings.storage_dir / "references" / voice["normalized_object_key"]
+    ).read_bytes()
+    assert voice["reference_sha256"] == hashlib.sha256(stored).hexdigest()
+    assert abs(voice["reference_duration_seconds"] - (end - start)) < 0.01
 
 
 async def test_a_recording_with_no_speech_fails_the_voice_with_the_reason(
@@ -189,10 +230,10 @@ async def test_the_real_qwen_asr_code_transcribes_a_voice_end_to_end(
             within=300,
         )
     voice = user.select("select * from voices")[0]
-    normalised = listener_settings.storage_dir / "references" / voice["normalized_object_key"]
-    # What the same model says for this recording, asked directly.
+    # What the same model says for this recording, asked directly. It heard the whole
+    # normalised upload; the stored reference is that with its edge silence trimmed.
     expected = await transcriber.transcribe(
-        TranscriptionJob(normalised.read_bytes(), "English"), JobContext("direct")
+        TranscriptionJob(normalize_reference(recording).wav, "English"), JobContext("direct")
     )
     assert (voice["status"], voice["transcript_source"]) == ("ready", "asr"), voice["error"]
     assert voice["reference_transcript"] == expected.text.strip()
