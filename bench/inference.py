@@ -93,7 +93,8 @@ CLONE_NOTE = (
 def first_audio_note(share: float) -> str:
     verdict = "met" if share < 0.15 else "missed"
     return "\n".join([
-        f"- **First audio: {verdict}** ({100 * share:.0f} %). A text longer than one chunk",
+        f"- **First audio: {verdict}** ({100 * share:.1f} %; from 15 to 19 % across runs on",
+        "  one machine). A text longer than one chunk",
         "  starts with a short chunk (about 3 s of speech, `gpu/text.py` `speech_chunks`) run",
         "  alone, so its segment is out after one small model call; the other chunks then",
         "  share one call, as long as the longest of them (about 17 s of speech). The share",
@@ -339,7 +340,7 @@ def run(
         "",
         f"Time to the first segment of an 800-character text ({chunks} chunks, the first a",
         f"short one run alone): {first:.2f} s of {whole:.2f} s for the whole file",
-        f"({100 * first / whole:.0f} %). The first segment is what the listener stores and",
+        f"({100 * first / whole:.1f} %). The first segment is what the listener stores and",
         "announces to the browser while the rest is rendered (`on_segment`).",
         "",
         "A 56-character request submitted right after a 2,000-character one (8 chunks) is "
