@@ -52,7 +52,10 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # --skip-speech: the queue benchmarks only, keeping the report's speech-scheduling
+    # section from its last run (that benchmark alone takes minutes).
+    skip_speech = "--skip-speech" in (sys.argv[1:] if argv is None else argv)
     sections: list[tuple[str, str]] = []
     suites: list[tuple[str, Callable[[str], list[Result]]]] = [
         ("Insert cost", insert_cost.run),
@@ -79,15 +82,31 @@ def main() -> int:
     with fresh_database() as url:
         hot_path = profile.listener_profile(url)
         plans = profile.explain_insert(url)
+    with fresh_database() as url:
+        database = profile.database_profile(url)
+    with fresh_database() as url:
+        database_insert = profile.insert_profile(url)
+    print(database, database_insert, sep="\n\n", flush=True)
     elapsed = time.monotonic() - started
-    REPORT.write_text(render(sections, hot_path, plans, elapsed))
-    print("== Speech scheduling (tiny Qwen3-TTS)", flush=True)
-    inference.write_section(inference.run())
+    previous = REPORT.read_text() if REPORT.exists() else ""
+    REPORT.write_text(render(sections, hot_path, plans, (database, database_insert), elapsed))
+    if skip_speech and inference.START in previous and inference.END in previous:
+        kept = previous.partition(inference.START)[2].partition(inference.END)[0]
+        inference.write_section(inference.START + kept + inference.END)
+    else:
+        print("== Speech scheduling (tiny Qwen3-TTS)", flush=True)
+        inference.write_section(inference.run())
     print(f"wrote {REPORT.relative_to(ROOT)} in {elapsed:.0f} s")
     return 0
 
 
-def render(sections: list[tuple[str, str]], hot_path: str, plans: str, elapsed: float) -> str:
+def render(
+    sections: list[tuple[str, str]],
+    hot_path: str,
+    plans: str,
+    database: tuple[str, str],
+    elapsed: float,
+) -> str:
     notes = (ROOT / "bench" / "findings.md").read_text()
     body = [
         "# Performance",
@@ -107,6 +126,20 @@ def render(sections: list[tuple[str, str]], hot_path: str, plans: str, elapsed: 
         "",
         "```",
         hot_path,
+        "```",
+        "",
+    ]
+    body += [
+        "### Database time per job and per insert (pg_stat_user_functions, pg_stat_statements)",
+        "",
+        "Self time leaves out the functions a function calls, so a function's row is its",
+        "own statements; with `track_functions = all` every call is timed, which adds to",
+        "the totals, so read the shares.",
+        "",
+        "```",
+        database[0],
+        "",
+        database[1],
         "```",
         "",
     ]

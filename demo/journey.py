@@ -104,15 +104,17 @@ class Journey:
         async with asyncio.timeout(within):
             while True:
                 event = await self._events.get()
-                record = event.get("record", {})
                 self.show(event)
-                if event.get("table") == table and record.get("id") == str(record_id):
-                    if record.get("status") in done:
-                        return dict(record)
-                    if record.get("status") in {"failed", "cancelled"}:
-                        raise RuntimeError(
-                            f"{table} {record_id} {record['status']}: {record.get('error')}"
-                        )
+                # A task's message carries its subject (docs/client-contract.md).
+                for changed in (event, event.get("subject") or {}):
+                    record = changed.get("record", {})
+                    if changed.get("table") == table and record.get("id") == str(record_id):
+                        if record.get("status") in done:
+                            return dict(record)
+                        if record.get("status") in {"failed", "cancelled"}:
+                            raise RuntimeError(
+                                f"{table} {record_id} {record['status']}: {record.get('error')}"
+                            )
 
     def show(self, event: dict[str, Any]) -> None:
         record = event.get("record", {})
@@ -122,6 +124,8 @@ class Journey:
             bar = "#" * filled + "." * (20 - filled)
             error = f"  ({record['error']})" if record.get("error") else ""
             self.say(f"  task {record.get('type'):<14} {record.get('status'):<10} [{bar}]{error}")
+            if event.get("subject"):
+                self.show(event["subject"])
         elif table == "generation_segments":
             self.say(
                 f"  segment {int(record.get('segment_index', 0)) + 1}/{record.get('segment_count')}"

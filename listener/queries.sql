@@ -30,6 +30,9 @@ select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::
 select worker.record_segment(%(task_id)s::uuid, %(worker_id)s::text, %(segment_index)s::integer,
                              %(segment_count)s::integer, %(object_key)s::text,
                              %(duration_seconds)s::double precision);
+-- name: settle_task
+select worker.settle_task(%(task_id)s::uuid, %(worker_id)s::text, %(engine)s::text,
+                          %(gpu_seconds)s::numeric, %(result)s::jsonb);
 
 -- name: record_transcript
 select worker.record_transcript(%(task_id)s::uuid, %(worker_id)s::text, %(transcript)s::text,

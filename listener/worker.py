@@ -386,17 +386,13 @@ class Listener:
             content_type="audio/wav",
             owner=job.user_id,
         )
-        # Engine time is spent whatever complete_task answers, so it is recorded first.
-        await self.db.fetch(
-            "record_usage",
-            task_id=uuid.UUID(job.task_id),
-            engine=self.handlers.engine.name,
-            gpu_seconds=round(seconds, 3),
-        )
+        # One call records the engine time (spent whatever the answer) and completes.
         outcome = await self.db.value(
-            "complete_task",
+            "settle_task",
             task_id=uuid.UUID(job.task_id),
             worker_id=self.settings.worker_id,
+            engine=self.handlers.engine.name,
+            gpu_seconds=round(seconds, 3),
             result=jsonb(
                 {
                     "duration_seconds": audio.duration_seconds,

@@ -1,9 +1,12 @@
 -- Every change the app shows reaches its owner's private topic user:<uid> as a
--- broadcast {operation, schema, table, record}; records carry no internal columns,
--- and changes to internal columns alone (heartbeats) send nothing. Each scenario
--- starts from an empty realtime.messages, so the assertions see only what it sent.
+-- broadcast {operation, schema, table, record}, one message per state change: a
+-- task's message carries its subject (generation, preview, voice or transcription) as
+-- {subject: {table, record}}, and the balance travels in the charge or refund's
+-- credit_activity row. Records carry no internal columns, and changes to internal
+-- columns alone (heartbeats) send nothing. Each scenario starts from an empty
+-- realtime.messages, so the assertions see only what it sent.
 begin;
-select plan(26);
+select plan(31);
 
 select tests.create_user('live-alice@utter.test', 'a11ce000-0000-4000-8000-000000000001');
 select tests.create_user('live-bob@utter.test', 'b0b00000-0000-4000-8000-000000000002');
@@ -18,16 +21,23 @@ select tests.clear_authentication();
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') from realtime.messages
      where topic = 'user:a11ce000-0000-4000-8000-000000000001' and private and extension = 'broadcast' $$,
-  array['INSERT generations', 'INSERT tasks', 'UPDATE profiles', 'INSERT credit_activity', 'UPDATE voices'],
-  'a generation insert broadcasts the generation, its task, the new balance, the charge and the voice''s use');
-select is((select count(*)::int from realtime.messages), 5, 'exactly those five messages, on no other topic');
+  array['INSERT tasks', 'INSERT credit_activity'],
+  'a generation insert broadcasts its task (carrying the generation, which names its voice) and the charge');
+select is((select count(*)::int from realtime.messages), 2, 'exactly those two messages, on no other topic');
 -- realtime.send adds a top-level "id" (the message's id) to every payload; the rest is exact.
-select is((select payload - 'id' from realtime.messages where payload ->> 'table' = 'profiles'),
-  '{"operation": "UPDATE", "schema": "public", "table": "profiles",
-    "record": {"id": "a11ce000-0000-4000-8000-000000000001", "credits": 99, "tier": "free"}}'::jsonb,
-  'the balance broadcast is exactly {operation, schema, table, record: {id, credits, tier}}');
 select set_eq(
-  $$ select jsonb_object_keys(payload -> 'record') from realtime.messages where payload ->> 'table' = 'generations' $$,
+  $$ select jsonb_object_keys(payload - 'id') from realtime.messages where payload ->> 'table' = 'tasks' $$,
+  array['operation', 'schema', 'table', 'record', 'subject'],
+  'a task message is {operation, schema, table, record, subject}');
+select is((select payload #>> '{subject,table}' || ' ' || (payload #>> '{subject,record,id}') || ' '
+                  || (payload #>> '{subject,record,status}')
+           from realtime.messages where payload ->> 'table' = 'tasks'),
+  'generations a11ce000-0000-4000-8000-00000000a010 pending', 'its subject is the new generation, pending');
+select is((select (payload #>> '{record,balance_after}') || ' ' || (payload #>> '{record,amount}')
+           from realtime.messages where payload ->> 'table' = 'credit_activity'),
+  '99 -1', 'the charge carries the new balance (no separate balance message)');
+select set_eq(
+  $$ select jsonb_object_keys(payload #> '{subject,record}') from realtime.messages where payload ->> 'table' = 'tasks' $$,
   array['id', 'voice_id', 'voice_name', 'text', 'language', 'regenerated_from', 'status', 'audio_object_key',
         'duration_seconds', 'generation_seconds', 'error', 'created_at', 'updated_at', 'completed_at'],
   'a generation record has every column the app shows and no user_id');
@@ -46,8 +56,10 @@ delete from realtime.messages;
 select tests.claim(current_setting('test.task')::uuid, 'worker-1');
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,status}') from realtime.messages $$,
-  array['UPDATE tasks processing', 'UPDATE generations processing'],
-  'a claim broadcasts the task and the generation turning processing');
+  array['UPDATE tasks processing'],
+  'a claim broadcasts one message: the task turning processing');
+select is((select payload #>> '{subject,table}' || ' ' || (payload #>> '{subject,record,status}') from realtime.messages),
+  'generations processing', 'it carries the generation turning processing');
 
 delete from realtime.messages;
 select worker.heartbeat(current_setting('test.task')::uuid, 'worker-1', null, 60);
@@ -58,14 +70,16 @@ select is_empty($$ select 1 from realtime.messages $$,
 select worker.heartbeat(current_setting('test.task')::uuid, 'worker-1', 0.25, 60);
 select is((select event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,progress}') from realtime.messages),
   'UPDATE tasks 0.25', 'progress is broadcast');
+select is((select payload #>> '{subject,record,status}' from realtime.messages), 'processing',
+  'with the generation as it stands');
 
 delete from realtime.messages;
 select tests.complete(current_setting('test.task')::uuid, 'worker-1');
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') || ' ' || (payload #>> '{record,status}') from realtime.messages $$,
-  array['UPDATE generations completed', 'UPDATE tasks completed'],
-  'completion broadcasts the finished generation and task');
-select is((select payload #>> '{record,audio_object_key}' from realtime.messages where payload ->> 'table' = 'generations'),
+  array['UPDATE tasks completed'],
+  'completion broadcasts one message: the finished task');
+select is((select payload #>> '{subject,record,audio_object_key}' from realtime.messages where payload ->> 'table' = 'tasks'),
   'a11ce000-0000-4000-8000-000000000001/a11ce000-0000-4000-8000-00000000a010.wav',
   'the completed generation carries its audio key for a signed URL');
 delete from realtime.messages;
@@ -82,6 +96,8 @@ select is((select payload - 'id' from realtime.messages where event = 'DELETE'),
   'a delete broadcasts only the id of the deleted row');
 select is((select payload #>> '{record,generation_id}' from realtime.messages where payload ->> 'table' = 'tasks'), null,
   'the task left behind is broadcast detached from it');
+select is((select payload -> 'subject' from realtime.messages where payload ->> 'table' = 'tasks'), 'null'::jsonb,
+  'and with no subject');
 
 -- Clone ---------------------------------------------------------------------------------
 delete from realtime.messages;
@@ -112,9 +128,10 @@ values ('a11ce000-0000-4000-8000-00000000a0d1', 'A calm narrator', 'Hello there.
 select tests.clear_authentication();
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') from realtime.messages $$,
-  array['INSERT design_previews', 'INSERT tasks', 'UPDATE profiles', 'INSERT credit_activity'],
-  'a design preview broadcasts the preview, its task, the new balance and the charge');
-select ok((select not (payload -> 'record' ? 'user_id') from realtime.messages where payload ->> 'table' = 'design_previews'),
+  array['INSERT tasks', 'INSERT credit_activity'],
+  'a design preview broadcasts its task (carrying the preview) and the charge');
+select ok((select payload #>> '{subject,table}' = 'design_previews' and not (payload #> '{subject,record}' ? 'user_id')
+           from realtime.messages where payload ->> 'table' = 'tasks'),
   'the preview record has no user_id');
 delete from realtime.messages;
 select tests.authenticate_as('live-alice@utter.test');
@@ -122,11 +139,11 @@ update public.tasks set cancel_requested_at = now() where design_preview_id = 'a
 select tests.clear_authentication();
 select set_eq(
   $$ select event || ' ' || (payload ->> 'table') || ' '
-            || coalesce(payload #>> '{record,status}', payload #>> '{record,credits}', payload #>> '{record,reason}')
+            || coalesce(payload #>> '{record,status}', payload #>> '{record,reason}') || ' '
+            || coalesce(payload #>> '{subject,record,status}', payload #>> '{record,balance_after}')
      from realtime.messages $$,
-  array['UPDATE tasks cancelled', 'UPDATE design_previews cancelled', 'UPDATE profiles 99',
-        'INSERT credit_activity refund'],
-  'a cancel broadcasts the cancelled task and preview, the refunded balance and the refund');
+  array['UPDATE tasks cancelled cancelled', 'INSERT credit_activity refund 99'],
+  'a cancel broadcasts the cancelled task (carrying the cancelled preview) and the refund with the balance');
 
 -- Saving a design, then deleting the voice --------------------------------------------------
 delete from realtime.messages;

@@ -101,10 +101,11 @@ select is(tests.complete(current_setting('test.task')::uuid, 'worker-1'), 'compl
 select is((select status || '/' || text || '/' || detected_language || '/' || duration_seconds from public.transcriptions
            where id = 'a11ce000-0000-4000-8000-00000000a001'),
   'completed/Words in the recording./English/12.5', 'the transcription is completed with its text, language and length');
-select ok((select bool_or(payload #>> '{record,status}' = 'completed' and payload #>> '{record,text}' = 'Words in the recording.')
+select ok((select bool_or(payload #>> '{subject,record,status}' = 'completed'
+                           and payload #>> '{subject,record,text}' = 'Words in the recording.')
            from realtime.messages where topic = 'user:a11ce000-0000-4000-8000-000000000001'
-             and payload ->> 'table' = 'transcriptions'),
-  'the owner hears the completed transcription with its text');
+             and payload ->> 'table' = 'tasks' and payload #>> '{subject,table}' = 'transcriptions'),
+  'the owner hears the completed transcription with its text, in its task''s message');
 select is(tests.archived('transcribe'), 1, 'its message was archived');
 
 -- Failure and delete ------------------------------------------------------------------------

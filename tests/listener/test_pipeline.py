@@ -79,13 +79,19 @@ async def test_every_status_change_is_broadcast_in_order(
     ]
     assert statuses[0] == "pending" and statuses[-1] == "completed"
     assert statuses.count("completed") == 1 and "processing" in statuses
-    preview_updates = admin.rows(
-        "select payload->'record' as record from realtime.messages "
-        "where topic = %s and payload->>'table' = 'design_previews' and event = 'UPDATE'",
+    # The preview's own changes of status ride in its task's messages, once each.
+    previews = admin.rows(
+        "select payload #> '{subject,record}' as record from realtime.messages "
+        "where topic = %s and payload->>'table' = 'tasks' and payload #>> '{subject,table}' = "
+        "'design_previews' order by inserted_at, id",
         (topic,),
     )
-    assert preview_updates[-1]["record"]["status"] == "completed"
-    assert preview_updates[-1]["record"]["audio_object_key"].endswith(f"/previews/{preview_id}.wav")
+    assert [p["record"]["status"] for p in previews] == statuses
+    assert previews[-1]["record"]["audio_object_key"].endswith(f"/previews/{preview_id}.wav")
+    assert not admin.rows(
+        "select 1 from realtime.messages where topic = %s and payload->>'table' = 'design_previews'",
+        (topic,),
+    )
     # The user's own topic only, private, and nothing internal in the task payload.
     assert admin.value("select bool_and(private) from realtime.messages") is True
     task_payload = admin.rows(

@@ -106,9 +106,12 @@ async def test_segments_reach_the_owner_over_realtime_before_the_generation_ends
                 payload = frame["payload"]["payload"] if frame["event"] == "broadcast" else {}
                 if payload.get("table") == "generation_segments":
                     indexes.append(payload["record"]["segment_index"])
+                # One message per state change: the task's carries its generation.
+                record = payload.get("record", {})
                 if (
-                    payload.get("table") == "generations"
-                    and payload["record"]["status"] == "completed"
+                    payload.get("table") == "tasks"
+                    and record.get("generation_id") == str(generation)
+                    and record.get("status") == "completed"
                 ):
                     break
         finally:

@@ -73,9 +73,16 @@ async function main() {
   check(inserted.data.status === 'pending', 'the new preview is pending')
 
   const previewId = inserted.data.id
+  // One message for the insert: the task, carrying the preview as its subject.
   const has = () =>
-    received.some((m) => m.table === 'design_previews' && m.operation === 'INSERT' && m.record?.id === previewId) &&
-    received.some((m) => m.table === 'tasks' && m.operation === 'INSERT' && m.record?.design_preview_id === previewId)
+    received.some(
+      (m) =>
+        m.table === 'tasks' &&
+        m.operation === 'INSERT' &&
+        m.record?.design_preview_id === previewId &&
+        m.subject?.table === 'design_previews' &&
+        m.subject?.record?.id === previewId,
+    )
   const deadline = Date.now() + WAIT_MS
   while (!has() && Date.now() < deadline) {
     await new Promise((resolve) => {
@@ -83,7 +90,7 @@ async function main() {
       setTimeout(resolve, 500)
     })
   }
-  check(has(), 'the preview and its task arrive as broadcasts through Realtime')
+  check(has(), 'the task, carrying the preview, arrives as a broadcast through Realtime')
   const task = received.find((m) => m.table === 'tasks')
   check(!('user_id' in task.record) && !('claimed_by' in task.record), 'a broadcast carries no internal columns')
 
