@@ -126,6 +126,12 @@ class Journey:
             self.say(f"  task {record.get('type'):<14} {record.get('status'):<10} [{bar}]{error}")
             if event.get("subject"):
                 self.show(event["subject"])
+        elif table == "generation_segments":
+            self.say(
+                f"  segment {int(record.get('segment_index', 0)) + 1}/{record.get('segment_count')}"
+                f" playable ({float(record.get('duration_seconds') or 0):.1f} s):"
+                f" generations/{record.get('object_key')}"
+            )
         elif table == "profiles":
             self.say(f"  credits: {record.get('credits')}")
         elif table == "credit_activity":
@@ -188,7 +194,10 @@ class Journey:
             if self.short
             else (
                 "Hello from Utter. This sentence was queued by a database trigger, picked up by the "
-                "listener within milliseconds, spoken by the engine, and announced over Realtime."
+                "listener within milliseconds, spoken by the engine, and announced over Realtime. "
+                "A text longer than one chunk is streamed: each finished chunk is stored as a "
+                "segment and announced while the rest is rendered, so a browser starts playing "
+                "the first sentence long before the whole file is ready."
             )
         )
         rows = user_request(

@@ -107,7 +107,22 @@ class DesignRequest:
     instruct: str
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One finished chunk of a request, reported while the rest is rendered: chunk
+    `index` of `count`, in text order. Its audio is the chunk alone; the request's
+    final WAV is the join of its segments' samples (gpu.audio.join_chunks)."""
+
+    index: int
+    count: int
+    audio: Audio
+
+
 async def _ignore_call_id(call_id: str) -> None:
+    return None
+
+
+async def _ignore_segment(segment: Segment) -> None:
     return None
 
 
@@ -138,6 +153,42 @@ class JobContext:
     # remote work must keep running for the next claimer to re-attach to. False: the
     # work is unwanted (cancelled, deleted, timed out): stop it.
     keep_remote_work: Callable[[], bool] = field(default=_never)
+    # Called with each finished chunk, once each, in text order (segment 0 first), as
+    # soon as it and every chunk before it are done, and always before the call
+    # returns. Awaited before the next one: a slow listener delays the next report,
+    # never the model. Exceptions it raises fail the call (it should not raise).
+    on_segment: Callable[[Segment], Awaitable[None]] = field(default=_ignore_segment)
+
+
+class SegmentRelay:
+    """Hands segments to `job.on_segment` one at a time, in the order they are put,
+    from the event loop, whichever thread they come from: the engine's model thread
+    (`put_threadsafe`) or the loop itself (`put`). `finish` waits until every segment
+    put so far was delivered; `close` drops what is left (the call was stopped)."""
+
+    def __init__(self, job: JobContext) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._waiting: asyncio.Queue[Segment | None] = asyncio.Queue()
+        self._delivering = asyncio.create_task(self._deliver(job.on_segment))
+
+    async def _deliver(self, on_segment: Callable[[Segment], Awaitable[None]]) -> None:
+        while (segment := await self._waiting.get()) is not None:
+            await on_segment(segment)
+
+    def put(self, segment: Segment) -> None:
+        self._waiting.put_nowait(segment)
+
+    def put_threadsafe(self, segment: Segment) -> None:
+        self._loop.call_soon_threadsafe(self._waiting.put_nowait, segment)
+
+    async def finish(self) -> None:
+        self._waiting.put_nowait(None)
+        await asyncio.shield(self._delivering)
+
+    async def close(self) -> None:
+        if not self._delivering.done():
+            self._delivering.cancel()
+        await asyncio.gather(self._delivering, return_exceptions=True)
 
 
 # Speech requests an engine takes at once when it does not say (class attribute

@@ -23,9 +23,10 @@ from gpu.engine import (
     EngineUnavailable,
     JobContext,
     PermanentEngineError,
+    Segment,
     deadline,
 )
-from gpu.text import chunk_text
+from gpu.text import speech_chunks
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +201,19 @@ class EspeakEngine:
         return None
 
     async def _speak(self, text: str, settings: VoiceSettings, job: JobContext) -> Audio:
-        chunks = chunk_text(text, self.chunk_chars)
+        chunks = speech_chunks(text, self.chunk_chars)
         if not chunks:
             raise PermanentEngineError("nothing to say: the text is empty")
         pieces: list[Pcm] = []
         for index, chunk in enumerate(chunks):
-            pieces.append(await self._speak_chunk(chunk, settings))
+            piece = await self._speak_chunk(chunk, settings)
+            pieces.append(piece)
+            segment = Audio(
+                wav=encode_wav(piece.samples, piece.sample_rate),
+                sample_rate=piece.sample_rate,
+                duration_seconds=piece.duration_seconds,
+            )
+            await job.on_segment(Segment(index, len(chunks), segment))
             await job.on_progress((index + 1) / len(chunks))
         sample_rate = pieces[0].sample_rate
         samples = join_chunks([piece.samples for piece in pieces], sample_rate)

@@ -17,7 +17,9 @@ containers import the same values:
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Any
 
 import modal
 
+from gpu.engine import Audio, Segment
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.qwen_asr_runtime import (
     DEFAULT_ALIGNER_MODEL,
@@ -35,8 +38,11 @@ from gpu.qwen_asr_runtime import (
 )
 from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL, QwenRuntime, RuntimeSettings
 from gpu.scheduler import ChunkScheduler
+from gpu.segments import PARTITION_TTL_SECONDS, queue_name, to_parts
 from gpu.transcription import TranscriptionJob, TranscriptionResult
 from gpu.voice_prompts import PROMPT_MAX_AGE_SECONDS, PromptStore
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = "/weights"
 # Voice clone prompts, one file per (voice id, reference hash), shared by every
@@ -155,6 +161,8 @@ weights_volume = modal.Volume.from_name(settings.volume_name, create_if_missing=
 prompts_volume = modal.Volume.from_name(settings.prompts_volume_name, create_if_missing=True)
 # Per-request start marks and cancellation flags (gpu/jobs.py CallControl).
 control = modal.Dict.from_name(CallControl.dict_name(settings.app_name), create_if_missing=True)
+# Each request's finished chunks, while it runs (gpu/segments.py).
+segments = modal.Queue.from_name(queue_name(settings.app_name), create_if_missing=True)
 app = modal.App(settings.app_name, image=image)
 
 
@@ -239,13 +247,18 @@ class Qwen3TTS:
     # scheduler checks between model calls, dropping that request's chunks only.
     @modal.method()
     def synthesize(self, job: dict[str, Any]) -> dict[str, Any]:
-        return run_request(self.scheduler, job, control)
+        return run_request(self.scheduler, job, control, segments)
 
 
-def run_request(scheduler: ChunkScheduler, wire: dict[str, Any], store: Any) -> dict[str, Any]:
+def run_request(
+    scheduler: ChunkScheduler, wire: dict[str, Any], store: Any, segments: Any = None
+) -> dict[str, Any]:
     """One wire request through the scheduler, honouring the control Dict `store`: the
     request is marked started, and once its cancellation flag is set (before or while
-    it runs) its remaining chunks are dropped and it answers "cancelled"."""
+    it runs) its remaining chunks are dropped and it answers "cancelled". Each finished
+    chunk is put into the Queue `segments`, in the ticket's partition (gpu/segments.py),
+    from this input's thread while the model goes on; the answer comes only after
+    every segment was put."""
     try:
         job = SynthesisJob.from_wire(wire)
     except ValueError:
@@ -257,7 +270,29 @@ def run_request(scheduler: ChunkScheduler, wire: dict[str, Any], store: Any) -> 
     def cancelled() -> bool:
         return bool(ticket) and bool(store.contains(CallControl.cancel_key(ticket)))
 
-    return scheduler.submit(job, cancelled=cancelled).future.result().to_wire()
+    finished: queue.SimpleQueue[Segment | None] = queue.SimpleQueue()
+
+    def segment_done(index: int, count: int, audio: Audio) -> None:
+        # On the model's thread: handed over, never put to Modal from there.
+        finished.put(Segment(index, count, audio))
+
+    streaming = bool(ticket) and segments is not None
+    request = scheduler.submit(
+        job, cancelled=cancelled, on_segment=segment_done if streaming else None
+    )
+    # Segments are reported before the future resolves, so this comes after them.
+    request.future.add_done_callback(lambda _: finished.put(None))
+    while (segment := finished.get()) is not None:
+        if not streaming:
+            continue
+        try:
+            for item in to_parts(segment):
+                segments.put(item, partition=ticket, partition_ttl=PARTITION_TTL_SECONDS)
+        except Exception:
+            # The final answer still carries the audio; stop streaming this request.
+            log.exception("putting segment %d of %s failed", segment.index, ticket)
+            streaming = False
+    return request.future.result().to_wire()
 
 
 @app.cls(

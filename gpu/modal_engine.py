@@ -10,6 +10,10 @@ Waiting polls `FunctionCall.get`. Two budgets apply: time queued at Modal (until
 GPU code marks the request started) has its own, longer limit, and the execution
 limit counts from the start mark, as Modal's own function timeout does.
 
+While a synthesis call runs, its finished chunks are read from the app's segments
+Queue (gpu/segments.py: a spawned call cannot stream its result) and reported through
+`job.on_segment`, in order, all before the answer is returned.
+
 Stopping (user cancel, deadline) never calls `FunctionCall.cancel()`: with
 `@modal.batched` (the ASR class) that would terminate every request in the batch, and
 the speech class's inputs all feed one chunk scheduler, whose model call cannot be
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import time
 import uuid
 from typing import Any, Protocol
@@ -42,8 +47,10 @@ from gpu.engine import (
     JobContext,
     PermanentEngineError,
     RetryableEngineError,
+    SegmentRelay,
 )
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
+from gpu.segments import SegmentAssembler, queue_name
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,16 @@ DEFAULT_POLL_SECONDS = 25.0
 CANCEL_GRACE_SECONDS = 10.0
 # Queued at Modal (including a cold start) before the GPU code starts the request.
 DEFAULT_QUEUE_TIMEOUT_SECONDS = 60 * 60
+# Segment parts taken per read of the segments Queue.
+PARTS_PER_READ = 16
+# After a call's answer, how long its last segments may take to be read: they were put
+# before the answer, so only a segment that a dead listener took is ever waited for.
+SEGMENT_DRAIN_SECONDS = 5.0
+
+
+def _succeeded(result: Any) -> bool:
+    """A synthesis answer with audio (gpu/jobs.py SynthesisResult.to_wire)."""
+    return isinstance(result, dict) and "error" not in result
 
 
 class _CallGone(Exception):
@@ -159,6 +176,7 @@ class ModalEngine:
         self.queue_timeout_seconds = queue_timeout_seconds  # queued, before the start mark
         self._instance: Any = None
         self._control: Any = None
+        self._segments: Any = None
 
     async def clone(self, request: CloneRequest, job: JobContext) -> Audio:
         return await self._run(SynthesisJob.for_clone(request), job)
@@ -169,6 +187,7 @@ class ModalEngine:
     async def aclose(self) -> None:
         self._instance = None
         self._control = None
+        self._segments = None
 
     def _method(self) -> Any:
         if self._instance is None:
@@ -186,26 +205,36 @@ class ModalEngine:
             )
         return self._control
 
+    def segment_queue(self) -> Any:
+        """The app's segments Queue (gpu/segments.py; lazy, like the control Dict)."""
+        if self._segments is None:
+            self._segments = self.sdk.Queue.from_name(
+                queue_name(self.app_name), create_if_missing=True
+            )
+        return self._segments
+
     async def _run(self, work: SynthesisJob, job: JobContext) -> Audio:
-        outcome = SynthesisResult.from_wire(await self.call(work, job))
+        outcome = SynthesisResult.from_wire(await self.call(work, job, segments=True))
         if outcome.audio is None and outcome.error_message == CANCELLED_MESSAGE:
             raise PermanentEngineError("the GPU job was cancelled (its cancellation flag is set)")
         audio = outcome.unwrap()
         await job.on_progress(1.0)
         return audio
 
-    async def call(self, work: WireJob, job: JobContext) -> Any:
+    async def call(self, work: WireJob, job: JobContext, *, segments: bool = False) -> Any:
         """Runs one request on the bound class's method and returns its raw result:
-        re-attached or spawned, supervised, stopped when cancelled. Every failure is
-        an EngineError (or CancelledError)."""
+        re-attached or spawned, supervised, stopped when cancelled. With `segments`,
+        the request's finished chunks are read from the segments Queue while it runs
+        and handed to `job.on_segment`, all of them before this returns. Every failure
+        is an EngineError (or CancelledError)."""
         try:
-            return await self._call(work, job)
+            return await self._call(work, job, segments)
         except (asyncio.CancelledError, EngineError):
             raise
         except Exception as exc:
             raise classify_modal_error(exc, self.sdk, self.app_name, self.class_name) from exc
 
-    async def _call(self, work: WireJob, job: JobContext) -> Any:
+    async def _call(self, work: WireJob, job: JobContext, segments: bool) -> Any:
         if job.resume_call_id:
             call_id, ticket = CallControl.parse_handle(job.resume_call_id)
             # FunctionCall.from_id is lazy: it never checks that the call exists
@@ -214,11 +243,11 @@ class ModalEngine:
             call = self.sdk.FunctionCall.from_id(call_id)
             log.info("task %s re-attaches to Modal call %s", job.task_id, call_id)
             try:
-                return await self._supervise(call, ticket, job, resumed=True)
+                return await self._supervise(call, ticket, job, resumed=True, segments=segments)
             except _CallGone as gone:
                 log.warning("task %s: %s; spawning a new call", job.task_id, gone)
         call, ticket = await self._spawn(work, job)
-        return await self._supervise(call, ticket, job, resumed=False)
+        return await self._supervise(call, ticket, job, resumed=False, segments=segments)
 
     @staticmethod
     def request_payload(work: WireJob, ticket: str) -> dict[str, Any]:
@@ -240,11 +269,23 @@ class ModalEngine:
         await job.on_call_started(CallControl.call_handle(call.object_id, ticket))
         return call, ticket
 
-    async def _supervise(self, call: Any, ticket: str, job: JobContext, *, resumed: bool) -> Any:
-        """Waits for the call; stops its remote work when the wait is cancelled or a
-        budget runs out (unless the listener only stops waiting)."""
+    async def _supervise(
+        self, call: Any, ticket: str, job: JobContext, *, resumed: bool, segments: bool
+    ) -> Any:
+        """Waits for the call (reading its segments meanwhile); stops its remote work
+        when the wait is cancelled or a budget runs out (unless the listener only stops
+        waiting)."""
+        relay = SegmentRelay(job) if segments and ticket else None
+        reader = (
+            asyncio.create_task(self._read_segments(ticket, relay)) if relay is not None else None
+        )
         try:
-            return await self._wait(call, ticket, resumed=resumed)
+            result = await self._wait(call, ticket, resumed=resumed)
+            if reader is not None and relay is not None and _succeeded(result):
+                # Every segment was put before the answer: what is left is read now.
+                await asyncio.wait({reader}, timeout=SEGMENT_DRAIN_SECONDS)
+                await relay.finish()
+            return result
         except (asyncio.CancelledError, EngineTimeout):
             if not job.keep_remote_work():
                 await self._stop_remote(call, ticket, job)
@@ -253,6 +294,35 @@ class ModalEngine:
             if ticket and await self._is_flagged(ticket):
                 raise PermanentEngineError("the GPU job was cancelled on Modal") from exc
             raise
+        finally:
+            if reader is not None and relay is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await relay.close()
+
+    async def _read_segments(self, ticket: str, relay: SegmentRelay) -> None:
+        """Reads the ticket's partition of the segments Queue until the last segment,
+        handing each whole segment to `relay` in order. A read that fails is logged
+        and tried again: streaming is a preview, the answer carries all the audio."""
+        assembler = SegmentAssembler()
+        while True:
+            try:
+                items = await self.segment_queue().get_many.aio(
+                    PARTS_PER_READ, block=True, timeout=self.poll_seconds, partition=ticket
+                )
+            except queue.Empty:
+                continue
+            except Exception:
+                log.warning("reading the segments of %s failed", ticket, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for item in items:
+                segment = assembler.add(item)
+                if segment is None:
+                    continue
+                relay.put(segment)
+                if segment.index == segment.count - 1:
+                    return
 
     async def _wait(self, call: Any, ticket: str, *, resumed: bool) -> Any:
         loop = asyncio.get_running_loop()

@@ -12,7 +12,8 @@ Configuration (environment):
 
 Model calls are blocking, so they run on the chunk scheduler's thread (gpu/scheduler.py),
 which every job of this process submits to: concurrent jobs take turns chunk by chunk, so
-a short job is never held behind a long one. Cancellation stops waiting at once and
+a short job is never held behind a long one. Each chunk is reported (`on_segment`) as
+soon as it and the chunks before it are done. Cancellation stops waiting at once and
 drops the job's chunks after the chunk being generated (one chunk per model call).
 """
 
@@ -36,6 +37,8 @@ from gpu.engine import (
     EngineUnavailable,
     JobContext,
     PermanentEngineError,
+    Segment,
+    SegmentRelay,
     deadline,
 )
 from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob
@@ -231,17 +234,32 @@ class QwenLocalEngine:
                 # From the scheduler's thread; fire and forget on the event loop.
                 asyncio.run_coroutine_threadsafe(forward(fraction), loop)
 
-            # Planning encodes a clone prompt on a cache miss: blocking, so threaded.
-            request = await asyncio.to_thread(
-                scheduler.submit, work, cancelled=stop.is_set, on_progress=report
-            )
+            segments = SegmentRelay(job)
+
+            def segment(index: int, count: int, audio: Audio) -> None:
+                # From the scheduler's thread, before the request's future resolves:
+                # queued on the loop ahead of the result.
+                segments.put_threadsafe(Segment(index, count, audio))
+
             try:
-                result = await asyncio.wrap_future(request.future)
-            except asyncio.CancelledError:
-                # A model call cannot be interrupted; the job's remaining chunks are
-                # dropped before the next one.
-                stop.set()
-                raise
+                # Planning encodes a clone prompt on a cache miss: blocking, so threaded.
+                request = await asyncio.to_thread(
+                    scheduler.submit,
+                    work,
+                    cancelled=stop.is_set,
+                    on_progress=report,
+                    on_segment=segment,
+                )
+                try:
+                    result = await asyncio.wrap_future(request.future)
+                except asyncio.CancelledError:
+                    # A model call cannot be interrupted; the job's remaining chunks are
+                    # dropped before the next one.
+                    stop.set()
+                    raise
+                await segments.finish()
+            finally:
+                await segments.close()
             if result.audio is None and result.error_message == CANCELLED_MESSAGE:
                 raise PermanentEngineError("generation was stopped")  # pragma: no cover
             return result.unwrap()

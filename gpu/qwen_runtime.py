@@ -27,7 +27,7 @@ from gpu.audio import decode_wav, encode_wav, join_chunks
 from gpu.engine import Audio, VoiceReference
 from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
 from gpu.scheduler import Chunk, ChunkScheduler, Generated, Plan
-from gpu.text import chunk_text, token_budget
+from gpu.text import speech_chunks, token_budget
 from gpu.voice_prompts import (
     PromptStore,
     ReferenceUnavailable,
@@ -239,7 +239,7 @@ class QwenRuntime:
                 prompt = self.clone_prompt(job)
             except Exception as exc:  # a bad reference fails its job only
                 return _prompt_failure(job, exc)
-        texts = chunk_text(job.text, self.settings.max_chunk_chars)
+        texts = speech_chunks(job.text, self.settings.max_chunk_chars)
         after_first: list[str] = []
         if job.kind == "design" and len(texts) > 1 and self.can_run("clone"):
             texts, after_first = texts[:1], texts[1:]
@@ -360,11 +360,22 @@ class QwenRuntime:
             out.append(Generated(waveform[:limit], at_limit=len(waveform) >= limit))
         return out
 
+    def segment_audio(self, job: SynthesisJob, waveform: Any) -> Audio:
+        """One chunk as a 16-bit WAV of its own: the samples `assemble` joins."""
+        sample_rate = self.sample_rate(job.kind)
+        samples = float_to_pcm16(waveform)
+        return Audio(
+            wav=encode_wav(samples, sample_rate),
+            sample_rate=sample_rate,
+            duration_seconds=len(samples) / sample_rate,
+        )
+
     def assemble(
         self, job: SynthesisJob, waveforms: list[Any], chunks_at_limit: tuple[int, ...]
     ) -> SynthesisResult:
-        """`job`'s chunks joined into one 16-bit WAV. A design text's cloned chunks share
-        its rate: both models use the same 24 kHz speech tokenizer."""
+        """`job`'s chunks joined into one 16-bit WAV (the join of its segments' samples).
+        A design text's cloned chunks share its rate: both models use the same 24 kHz
+        speech tokenizer."""
         sample_rate = self.sample_rate(job.kind)
         samples = join_chunks([float_to_pcm16(w) for w in waveforms], sample_rate)
         return SynthesisResult(

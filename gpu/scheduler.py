@@ -4,7 +4,8 @@ Every request in flight is cut into chunks; each model call takes chunks from ev
 request waiting for the same model, round-robin (one chunk per request, then a second
 each, ...), so a request that arrives while a long one runs joins the very next model
 call instead of queueing behind the long one's remaining chunks. A request is answered
-the moment its own last chunk is generated; a cancelled request's chunks are dropped
+the moment its own last chunk is generated, and hears each of its chunks (a segment)
+as soon as that chunk and all before it are; a cancelled request's chunks are dropped
 between model calls and the others go on. A shared call that fails is not held
 against everyone in it: its requests are retried one by one, and only the one whose
 own call fails gets the error.
@@ -31,6 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gpu.engine import Audio
 from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob, SynthesisResult
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ class ChunkModel(Protocol):
         self, job: SynthesisJob, waveforms: list[Any], chunks_at_limit: tuple[int, ...]
     ) -> SynthesisResult: ...
 
+    def segment_audio(self, job: SynthesisJob, waveform: Any) -> Audio: ...
+
 
 def _never() -> bool:
     return False
@@ -89,6 +93,10 @@ def _never() -> bool:
 
 def _ignore(fraction: float) -> None:
     return None
+
+
+# Hears each finished chunk of a request in text order: (index, count, its audio).
+SegmentListener = Callable[[int, int, Audio], None]
 
 
 @dataclass(eq=False)
@@ -99,6 +107,7 @@ class Request:
     sequence: int  # arrival order
     cancelled: Callable[[], bool]
     on_progress: Callable[[float], None]  # the fraction of its chunks done
+    on_segment: SegmentListener | None = None
     future: Future[SynthesisResult] = field(default_factory=Future)
     waiting: deque[Chunk] = field(default_factory=deque)
     after_first: list[str] = field(default_factory=list)
@@ -106,6 +115,7 @@ class Request:
     waveforms: dict[int, Any] = field(default_factory=dict)
     at_limit: list[int] = field(default_factory=list)
     last_served: int = -1  # the model call that last took one of its chunks
+    segments_sent: int = 0  # chunks 0 .. segments_sent - 1 were reported to on_segment
     alone: bool = False  # was in a failed shared call: its chunks now run by themselves
 
     @property
@@ -132,16 +142,20 @@ class ChunkScheduler:
         *,
         cancelled: Callable[[], bool] = _never,
         on_progress: Callable[[float], None] = _ignore,
+        on_segment: SegmentListener | None = None,
     ) -> Request:
         """Queue `job`; its `future` resolves to its result (errors are results too).
         `cancelled()` is asked between model calls: once true, the request's chunks
         are dropped and it resolves to a non-retryable "cancelled" result.
-        `on_progress` hears the fraction of its chunks done (on the model's thread)."""
+        `on_progress` hears the fraction of its chunks done, and `on_segment` each
+        chunk's audio in text order as soon as it and every chunk before it are done,
+        always before the future resolves (both on the model's thread)."""
         request = Request(
             job=job,
             sequence=next(self._sequence),
             cancelled=cancelled,
             on_progress=on_progress,
+            on_segment=on_segment,
         )
         planned = self.model.plan(job)
         if isinstance(planned, SynthesisResult):
@@ -249,6 +263,7 @@ class ChunkScheduler:
                 extra={"ticket": request.job.ticket},
             )
         request.on_progress(len(request.waveforms) / request.total)
+        self._report_segments(request)
         if request.after_first and chunk.index == 0:
             later = self.model.continue_after(chunk, outcome.waveform, request.after_first)
             request.after_first = []
@@ -260,6 +275,16 @@ class ChunkScheduler:
             self._finish(
                 request, self.model.assemble(request.job, parts, tuple(sorted(request.at_limit)))
             )
+
+    def _report_segments(self, request: Request) -> None:
+        """Every chunk that is now next in text order, to the request's listener."""
+        if request.on_segment is None:
+            return
+        while request.segments_sent in request.waveforms:
+            index = request.segments_sent
+            request.segments_sent += 1
+            audio = self.model.segment_audio(request.job, request.waveforms[index])
+            request.on_segment(index, request.total, audio)
 
     def _finish(self, request: Request, result: SynthesisResult) -> None:
         with self._changed:

@@ -1,7 +1,10 @@
-"""An engine that answers with a short tone, at once or after a set delay: for load
-tests, benchmarks and the listener's own tests, where the engine's speed must not
-hide the pipeline's. Never a default; it is chosen only by name (UTTER_ENGINE=tone,
-with UTTER_TONE_DELAY_SECONDS to stand in for GPU time)."""
+"""An engine that answers with a short tone per chunk of the text, at once or after a
+set delay: for load tests, benchmarks and the listener's own tests, where the engine's
+speed must not hide the pipeline's. Never a default; it is chosen only by name
+(UTTER_ENGINE=tone, with UTTER_TONE_DELAY_SECONDS to stand in for GPU time).
+
+Like the real engines it reports each chunk (`on_segment`) as it is done, and its
+answer is the join of those chunks."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ import math
 import struct
 import wave
 
-from gpu.engine import Audio, CloneRequest, DesignRequest, JobContext
+from gpu.audio import decode_wav, encode_wav, join_chunks
+from gpu.engine import Audio, CloneRequest, DesignRequest, JobContext, PermanentEngineError, Segment
+from gpu.text import speech_chunks
 
 SAMPLE_RATE = 24_000
 
@@ -35,20 +40,35 @@ class ToneEngine:
     can_clone = False
 
     def __init__(self, seconds: float = 0.05, delay_seconds: float = 0.0) -> None:
-        self._audio = Audio(tone_wav(seconds), SAMPLE_RATE, seconds)
+        """`seconds` of tone per chunk; `delay_seconds` per request, spread over its
+        chunks."""
+        self._chunk = Audio(tone_wav(seconds), SAMPLE_RATE, seconds)
         self.delay_seconds = delay_seconds
 
-    async def _speak(self, job: JobContext) -> Audio:
+    async def render_chunk(self, index: int, count: int) -> Audio:
+        """One chunk's audio, after its share of the delay."""
         if self.delay_seconds > 0:
-            await asyncio.sleep(self.delay_seconds)
-        await job.on_progress(1.0)
-        return self._audio
+            await asyncio.sleep(self.delay_seconds / count)
+        return self._chunk
+
+    async def _speak(self, text: str, job: JobContext) -> Audio:
+        chunks = speech_chunks(text)
+        if not chunks:
+            raise PermanentEngineError("nothing to say: the text is empty")
+        pieces = []
+        for index in range(len(chunks)):
+            audio = await self.render_chunk(index, len(chunks))
+            pieces.append(decode_wav(audio.wav).samples)
+            await job.on_segment(Segment(index, len(chunks), audio))
+            await job.on_progress((index + 1) / len(chunks))
+        samples = join_chunks(pieces, SAMPLE_RATE)
+        return Audio(encode_wav(samples, SAMPLE_RATE), SAMPLE_RATE, len(samples) / SAMPLE_RATE)
 
     async def clone(self, request: CloneRequest, job: JobContext) -> Audio:
-        return await self._speak(job)
+        return await self._speak(request.text, job)
 
     async def design(self, request: DesignRequest, job: JobContext) -> Audio:
-        return await self._speak(job)
+        return await self._speak(request.text, job)
 
     async def aclose(self) -> None:
         return None

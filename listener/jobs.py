@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from gpu.engine import (
@@ -78,6 +79,17 @@ class Job:
     output_bucket: str
     output_key: str
     inputs: dict[str, Any]
+
+    @property
+    def streams_segments(self) -> bool:
+        """Whether this job's finished chunks are stored and announced as they come
+        (generations only: worker.record_segment)."""
+        return self.type == "generate"
+
+    def segment_key(self, index: int) -> str:
+        """Where segment `index` is stored: `<user>/<generation>/segments/<n>.wav`, the
+        folder named after the output `<user>/<generation>.wav` (private.segment_key)."""
+        return str(PurePosixPath(self.output_key).with_suffix("") / "segments" / f"{index}.wav")
 
     @classmethod
     def from_description(cls, description: dict[str, Any]) -> Job:

@@ -26,6 +26,10 @@ select worker.record_usage(%(task_id)s::uuid, %(engine)s::text, %(gpu_seconds)s:
 -- name: complete_task
 select worker.complete_task(%(task_id)s::uuid, %(worker_id)s::text, %(result)s::jsonb);
 
+-- name: record_segment
+select worker.record_segment(%(task_id)s::uuid, %(worker_id)s::text, %(segment_index)s::integer,
+                             %(segment_count)s::integer, %(object_key)s::text,
+                             %(duration_seconds)s::double precision);
 -- name: settle_task
 select worker.settle_task(%(task_id)s::uuid, %(worker_id)s::text, %(engine)s::text,
                           %(gpu_seconds)s::numeric, %(result)s::jsonb);

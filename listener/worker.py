@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -22,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from gpu.engine import Audio, EngineError, EngineTimeout, JobContext
+from gpu.engine import Audio, EngineError, EngineTimeout, JobContext, Segment
 from listener.checkout import CheckoutConsumer, StripeCheckout
 from listener.database import Database, jsonb, notifications
 from listener.jobs import Handlers, Job
@@ -288,6 +289,9 @@ class Listener:
                 call_id=call_id,
             )
 
+        async def segment_done(segment: Segment) -> None:
+            await self._deliver_segment(job, segment)
+
         context = JobContext(
             task_id=job.task_id,
             resume_call_id=job.resume_call_id,
@@ -295,6 +299,8 @@ class Listener:
             on_progress=progress,
             keep_remote_work=lambda: running.stop_reason in ("shutdown", "lost"),
         )
+        if job.streams_segments:
+            context = dataclasses.replace(context, on_segment=segment_done)
         running.engine_task = asyncio.create_task(self.handlers.run(job, context))
         done, _ = await asyncio.wait(
             {running.engine_task}, timeout=self.settings.job_timeout_seconds
@@ -338,6 +344,46 @@ class Listener:
                 # Back in the queue or held by another listener: the message is theirs.
                 running.stop("lost")
                 return
+
+    async def _deliver_segment(self, job: Job, segment: Segment) -> None:
+        """Stores a finished chunk under the generation's folder and announces it to
+        its owner (worker.record_segment), while the engine renders the rest. The
+        final file carries the same audio, so a segment that cannot be stored is
+        logged and skipped, never a reason to fail the job; whatever this stored is
+        removed by the database when the task ends. A text of one chunk streams
+        nothing: its only segment would come with the final file."""
+        if segment.count < 2:
+            return
+        key = job.segment_key(segment.index)
+        ids = {"task_id": job.task_id, "segment": segment.index, "segments": segment.count}
+        try:
+            await self.store.put(
+                job.output_bucket,
+                key,
+                segment.audio.wav,
+                content_type="audio/wav",
+                owner=job.user_id,
+            )
+            outcome = await self.db.value(
+                "record_segment",
+                task_id=uuid.UUID(job.task_id),
+                worker_id=self.settings.worker_id,
+                segment_index=segment.index,
+                segment_count=segment.count,
+                object_key=key,
+                duration_seconds=segment.audio.duration_seconds,
+            )
+            if outcome == "missing":
+                # As for a final output: only this process knows the object exists.
+                await self.store.delete(job.output_bucket, key)
+        except Exception:
+            log.warning(
+                "segment not delivered; the final file will carry it", exc_info=True, extra=ids
+            )
+            self.metrics.count("segment_failed", job.type)
+            return
+        self.metrics.count(f"segment_{outcome}", job.type)
+        log.debug("segment %s", outcome, extra=ids)
 
     async def _deliver(self, job: Job, audio: Audio, seconds: float, ids: dict[str, Any]) -> None:
         await self.store.put(

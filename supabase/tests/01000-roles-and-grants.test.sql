@@ -16,7 +16,7 @@ select ok((select relrowsecurity from pg_class where oid = 'public.transcription
 select set_eq(
   $$ select schemaname || '.' || tablename from pg_publication_tables where pubname = 'supabase_realtime' $$,
   array['public.tasks', 'public.generations', 'public.voices', 'public.design_previews', 'public.profiles',
-        'public.purchases', 'public.transcriptions'],
+        'public.purchases', 'public.transcriptions', 'public.generation_segments'],
   'the app''s tables are in publication supabase_realtime');
 
 select has_table('pgmq', 'q_generate', 'queue generate exists');

@@ -173,7 +173,8 @@ select is_empty($$ select 1 from realtime.messages where topic <> 'user:a11ce000
 -- Changes subscribers get the same tables through the publication.
 select set_eq(
   $$ select tablename::text from pg_publication_tables where pubname = 'supabase_realtime' $$,
-  array['tasks', 'generations', 'voices', 'design_previews', 'profiles', 'purchases', 'transcriptions'],
+  array['tasks', 'generations', 'voices', 'design_previews', 'profiles', 'purchases', 'transcriptions',
+        'generation_segments'],
   'the same tables are published for Postgres Changes');
 select ok(tests.credits_match_ledger(), 'every balance equals its ledger');
 

@@ -26,6 +26,16 @@ What is mirrored, and where the real behaviour lives:
   input of a batch; `_heartbeat_handle_cancellations` cancels that context).
 - `Dict.from_name(name, create_if_missing=True)` with `get`, `put`, `contains`, each
   callable directly (container code) or as `.aio` (dict.py `_Dict`).
+- `Queue.from_name(name, create_if_missing=True)` with `put`, `get` and `get_many`
+  (queue.py `_Queue`): each partition is its own FIFO and the default partition is
+  one more; a partition key must be 1 to 64 bytes (`validate_partition_key`, else
+  `InvalidError`); an item over 1 MiB is refused (the class's documented limit, as
+  the `RequestSizeError` the client raises for a request too large in
+  `_put_many_blocking`); `get` and `get_many` remove what they return; blocking, they
+  wait for an item and raise the stdlib's `queue.Empty` when `timeout` passes first
+  (`_get_blocking`); not blocking, `get` returns None and `get_many` an empty list
+  (`_get_nonblocking`). Items cross as pickled bytes (`_serialization.serialize`),
+  so what is read is a copy of what was put.
 - `Volume` as a container sees it (volume.py `_Volume`, its docstring and `commit`,
   `reload`): a container mounts the volume as last committed; its own writes are seen
   by others only after it commits and they reload; a commit persists the container's
@@ -39,7 +49,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import pickle
+import queue
 import shutil
+import threading
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +163,107 @@ class FakeDict:
         self.contains = _Method(lambda key: key in self.data, contains)
 
 
+class FakeQueue:
+    """A modal.Queue. Container code puts from its own threads (`put`), the engine
+    reads on the event loop (`.aio`); both see one store under a lock."""
+
+    ITEM_LIMIT = 1024 * 1024  # queue.py `_Queue`: "Each item can be up to 1 MiB"
+    # How often a blocking read looks again (the real one holds a long-poll RPC open).
+    POLL_SECONDS = 0.005
+
+    def __init__(self) -> None:
+        self.partitions: dict[bytes, deque[bytes]] = {}
+        self.ttls: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+        def put_sync(
+            v: Any,
+            block: bool = True,
+            timeout: float | None = None,
+            *,
+            partition: str | None = None,
+            partition_ttl: int = 24 * 3600,
+        ) -> None:
+            self._put(v, partition, partition_ttl)
+
+        async def put(
+            v: Any,
+            block: bool = True,
+            timeout: float | None = None,  # noqa: ASYNC109 (Modal's signature)
+            *,
+            partition: str | None = None,
+            partition_ttl: int = 24 * 3600,
+        ) -> None:
+            self._put(v, partition, partition_ttl)
+
+        async def get(
+            block: bool = True,
+            timeout: float | None = None,  # noqa: ASYNC109 (Modal's signature)
+            *,
+            partition: str | None = None,
+        ) -> Any:
+            values = await self._get(1, block, timeout, partition)
+            return values[0] if values else None
+
+        async def get_many(
+            n_values: int,
+            block: bool = True,
+            timeout: float | None = None,  # noqa: ASYNC109 (Modal's signature)
+            *,
+            partition: str | None = None,
+        ) -> list[Any]:
+            return await self._get(n_values, block, timeout, partition)
+
+        self.put = _Method(put_sync, put)
+        self.get = _aio_only(get)
+        self.get_many = _aio_only(get_many)
+
+    @staticmethod
+    def _key(partition: str | None) -> bytes:
+        # queue.py `_Queue.validate_partition_key`
+        if partition is None:
+            return b""
+        key = partition.encode("utf-8")
+        if len(key) == 0 or len(key) > 64:
+            raise modal.exception.InvalidError(
+                "Queue partition key must be between 1 and 64 characters."
+            )
+        return key
+
+    def _put(self, v: Any, partition: str | None, partition_ttl: int) -> None:
+        key = self._key(partition)
+        encoded = pickle.dumps(v)
+        if len(encoded) > self.ITEM_LIMIT:
+            raise modal.exception.RequestSizeError("Queue.put request is too large")
+        with self._lock:
+            self.partitions.setdefault(key, deque()).append(encoded)
+            self.ttls[key] = partition_ttl
+
+    def _take(self, key: bytes, n_values: int) -> list[Any]:
+        with self._lock:
+            items = self.partitions.get(key, deque())
+            taken = [items.popleft() for _ in range(min(n_values, len(items)))]
+        return [pickle.loads(item) for item in taken]
+
+    async def _get(
+        self, n_values: int, block: bool, wait: float | None, partition: str | None
+    ) -> list[Any]:
+        key = self._key(partition)
+        await asyncio.sleep(0)  # a network round trip
+        if not block:
+            return self._take(key, n_values)
+        deadline = None if wait is None else time.monotonic() + wait
+        while not (taken := self._take(key, n_values)):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise queue.Empty()
+            await asyncio.sleep(self.POLL_SECONDS)
+        return taken
+
+    def waiting(self, partition: str) -> int:
+        with self._lock:
+            return len(self.partitions.get(self._key(partition), ()))
+
+
 class FakeModal:
     """Module-like: pass it as `ModalEngine(sdk=...)`."""
 
@@ -157,6 +273,7 @@ class FakeModal:
         self.deployed: dict[tuple[str, str, str], Handler] = {}
         self.inputs: dict[str, _Input] = {}
         self.dicts: dict[str, FakeDict] = {}
+        self.queues: dict[str, FakeQueue] = {}
         self.spawn_error: BaseException | None = None
         self.spawned = asyncio.Event()
         self._ids = itertools.count(1)
@@ -181,9 +298,19 @@ class FakeModal:
                     fake.dicts[name] = FakeDict()
                 return fake.dicts[name]
 
+        class Queue:
+            @staticmethod
+            def from_name(name: str, *, create_if_missing: bool = False) -> FakeQueue:
+                if name not in fake.queues:
+                    if not create_if_missing:
+                        raise modal.exception.NotFoundError(f"Queue {name!r} not found")
+                    fake.queues[name] = FakeQueue()
+                return fake.queues[name]
+
         self.Cls = Cls
         self.FunctionCall = FunctionCall
         self.Dict = Dict
+        self.Queue = Queue
 
     def deploy(self, app_name: str, class_name: str, method: str, handler: Handler) -> None:
         self.deployed[(app_name, class_name, method)] = handler

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gpu.audio import decode_wav, join_chunks
 from gpu.engine import (
     Audio,
     CloneRequest,
@@ -21,10 +22,13 @@ from gpu.engine import (
     Engine,
     EngineTimeout,
     JobContext,
+    Segment,
     VoiceReference,
 )
 from gpu.espeak_engine import EspeakEngine
 from gpu.qwen_local import QwenLocalEngine
+from gpu.text import speech_chunks
+from gpu.tone_engine import ToneEngine
 
 ENGINES = ("espeak", "qwen-local")
 LONG_TEXT = " ".join(f"This is sentence number {n}, spoken to take a while." for n in range(60))
@@ -168,3 +172,49 @@ async def test_espeak_deadline_kills_its_subprocess() -> None:
         async with asyncio.timeout(0.05):
             await engine.design(DesignRequest(LONG_TEXT * 2, "English", "a girl"), JobContext("t"))
     assert espeak_children() == []
+
+
+STREAMED_TEXT = " ".join(
+    f"Sentence {n} of a longer text, long enough for several chunks." for n in range(14)
+)
+
+
+async def test_each_chunk_is_reported_in_text_order_before_the_answer_which_joins_them(
+    make_engine: EngineFactory, reference: VoiceReference
+) -> None:
+    """Streamed audio: every chunk is handed to `on_segment` once, in text order, all
+    before the call returns, and the answer's samples are the join of the segments'."""
+    engine = make_engine()
+    segments: list[Segment] = []
+    answered = False
+
+    async def on_segment(segment: Segment) -> None:
+        assert not answered
+        segments.append(segment)
+
+    job = JobContext("task-segments", on_segment=on_segment)
+    request = CloneRequest(STREAMED_TEXT, "English", reference)
+    audio = await engine.clone(request, job)
+    answered = True
+    count = len(segments)
+    assert count > 2
+    assert [(s.index, s.count) for s in segments] == [(n, count) for n in range(count)]
+    for segment in segments:
+        assert_valid_wav(segment.audio)
+    pieces = [decode_wav(s.audio.wav).samples for s in segments]
+    assert decode_wav(audio.wav).samples == join_chunks(pieces, audio.sample_rate)
+    await engine.aclose()
+
+
+async def test_the_tone_engine_reports_its_chunks_as_the_others_do() -> None:
+    segments: list[Segment] = []
+
+    async def on_segment(segment: Segment) -> None:
+        segments.append(segment)
+
+    audio = await ToneEngine().design(
+        DesignRequest(STREAMED_TEXT, "English", "a tone"), JobContext("t", on_segment=on_segment)
+    )
+    assert [s.index for s in segments] == list(range(len(speech_chunks(STREAMED_TEXT))))
+    pieces = [decode_wav(s.audio.wav).samples for s in segments]
+    assert decode_wav(audio.wav).samples == join_chunks(pieces, audio.sample_rate)

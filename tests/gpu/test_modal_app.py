@@ -4,6 +4,7 @@ modal's own objects), and its methods run on a tiny model in this process."""
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import time
 import tomllib
@@ -16,6 +17,7 @@ import pytest
 from modal._utils.async_utils import synchronizer
 
 from gpu import modal_app
+from gpu.audio import decode_wav, join_chunks
 from gpu.engine import CloneRequest, VoiceReference
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME
@@ -23,10 +25,12 @@ from gpu.modal_transcriber import ASR_CLASS_NAME, ASR_METHOD_NAME
 from gpu.qwen_asr_runtime import AsrRuntime, AsrRuntimeSettings
 from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
 from gpu.reference import normalize_reference
+from gpu.segments import PARTITION_TTL_SECONDS, SegmentAssembler
+from gpu.text import speech_chunks
 from gpu.transcription import TranscriptionJob, TranscriptionResult
 from gpu.voice_prompts import fetch_reference
 from tests.gpu.conftest import for_voice, store_reference
-from tests.gpu.fake_modal import FakeDict, FakeVolume, FakeVolumeMount
+from tests.gpu.fake_modal import FakeDict, FakeQueue, FakeVolume, FakeVolumeMount
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +57,8 @@ def test_the_gpu_class_has_gpu_volume_timeout_and_concurrent_inputs() -> None:
     assert info.concurrency_info.max_inputs == modal_app.settings.max_inputs == 32
     assert info.volumes["/weights"].name == "utter-qwen-weights"
     assert isinstance(modal_app.weights_volume, modal.Volume)
+    # Finished chunks leave through a Queue the engine reads (a spawned call cannot stream).
+    assert isinstance(modal_app.segments, modal.Queue)
 
 
 def test_the_download_function_writes_into_the_same_volume_without_a_gpu() -> None:
@@ -213,6 +219,49 @@ def test_the_batched_transcribe_method_runs_a_batch_on_the_real_qwen_asr_code(
     assert first.transcript is not None and first.transcript.language == "English"
     assert first.transcript.text and third.transcript is not None
     assert malformed.transcript is None and "malformed" in malformed.error_message
+
+
+def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
+    tiny_models: dict[str, Path],
+) -> None:
+    """Streamed audio on the GPU side (gpu/segments.py): every chunk of a request is
+    put, in text order, into its ticket's partition of the segments Queue before the
+    request answers, and the answer is the join of those segments."""
+    scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
+    store, segments = FakeDict(), FakeQueue()
+    text = " ".join(f"Sentence number {n} is here to make the text long enough." for n in range(8))
+    wire = SynthesisJob(
+        kind="design", text=text, language="English", instruct="a calm voice", ticket="streamed"
+    ).to_wire()
+    scheduler.start()
+    try:
+        answer = SynthesisResult.from_wire(modal_app.run_request(scheduler, wire, store, segments))
+    finally:
+        scheduler.close()
+    assert answer.audio is not None
+    assembler = SegmentAssembler()
+    parts = [pickle.loads(item) for item in segments.partitions[b"streamed"]]
+    reported = [s for s in (assembler.add(part) for part in parts) if s is not None]
+    assert [s.index for s in reported] == list(range(len(speech_chunks(text))))
+    assert {s.count for s in reported} == {len(reported)} and len(reported) > 2
+    joined = join_chunks([decode_wav(s.audio.wav).samples for s in reported], 24_000)
+    assert decode_wav(answer.audio.wav).samples == joined
+    assert segments.ttls[b"streamed"] == PARTITION_TTL_SECONDS
+
+
+def test_a_request_without_a_ticket_streams_nothing(tiny_models: dict[str, Path]) -> None:
+    scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
+    segments = FakeQueue()
+    wire = SynthesisJob(kind="design", text="Hello.", language="English", instruct="calm").to_wire()
+    scheduler.start()
+    try:
+        answer = SynthesisResult.from_wire(
+            modal_app.run_request(scheduler, wire, FakeDict(), segments)
+        )
+    finally:
+        scheduler.close()
+    assert answer.audio is not None
+    assert segments.partitions == {}
 
 
 def test_the_gpu_class_and_the_prune_function_mount_the_prompt_volume() -> None:

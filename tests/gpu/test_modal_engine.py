@@ -18,10 +18,12 @@ from gpu.engine import (
     EngineTimeout,
     EngineUnavailable,
     JobContext,
+    Segment,
     VoiceReference,
 )
 from gpu.jobs import CANCELLED_MESSAGE, CallControl, SynthesisJob, SynthesisResult
 from gpu.modal_engine import CLASS_NAME, METHOD_NAME, ModalEngine, classify_modal_error
+from gpu.segments import queue_name, to_parts
 from tests.gpu.fake_modal import FakeModal
 
 APP = "utter-tts-test"
@@ -369,3 +371,114 @@ def test_a_missing_modal_package_is_reported_as_unavailable(
     monkeypatch.setitem(sys.modules, "modal", None)
     with pytest.raises(EngineUnavailable, match=r"pip install -e '\.\[modal\]'"):
         ModalEngine(APP)
+
+
+def segment_audio(samples: int, value: int = 100) -> Audio:
+    wav = encode_wav(__import__("array").array("h", [value] * samples), 24_000)
+    return Audio(wav, 24_000, samples / 24_000)
+
+
+async def test_segments_reach_the_job_while_the_call_runs_in_order_and_before_the_answer() -> None:
+    """The GPU code puts each finished chunk into the request's partition of the
+    segments Queue (gpu/modal_app.py run_request); the engine hands them on while the
+    call still runs. Here the call cannot end until the engine has reported segment 0,
+    and its last segment is bigger than one Queue item, so it travels in parts."""
+    fake = FakeModal()
+    seen_first = asyncio.Event()
+    big = segment_audio(400_000)  # 800 KB of WAV: two parts
+    pieces = [segment_audio(2400, 1), segment_audio(2400, 2), big]
+
+    async def handler(payload: dict[str, Any]) -> dict[str, Any]:
+        segments = fake.Queue.from_name(queue_name(APP), create_if_missing=True)
+        for index, audio in enumerate(pieces):
+            for item in to_parts(Segment(index, len(pieces), audio)):
+                segments.put(item, partition=payload["ticket"], partition_ttl=3600)
+            if index == 0:
+                await seen_first.wait()
+        return SynthesisResult(audio=AUDIO).to_wire()
+
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, handler)
+    reported: list[Segment] = []
+    call_done = False
+
+    async def on_segment(segment: Segment) -> None:
+        assert not call_done
+        reported.append(segment)
+        seen_first.set()
+
+    job = JobContext("task-segments", on_segment=on_segment)
+    audio = await engine(fake).clone(CLONE, job)
+    call_done = True
+    assert audio == AUDIO
+    assert [(s.index, s.count) for s in reported] == [(0, 3), (1, 3), (2, 3)]
+    assert [s.audio for s in reported] == pieces
+    assert len(to_parts(Segment(2, 3, big))) == 2
+    assert fake.queues[queue_name(APP)].waiting(only_input(fake).payload["ticket"]) == 0
+
+
+async def test_a_segment_whose_first_part_was_taken_elsewhere_is_skipped() -> None:
+    """A listener that re-attaches after another took part of a segment: the torn
+    segment is dropped (the answer still carries it), the next one is reported."""
+    fake = FakeModal()
+    ticket = "t" * 32
+    parts = to_parts(Segment(0, 2, segment_audio(400_000)))
+    queue = fake.Queue.from_name(queue_name(APP), create_if_missing=True)
+    for item in [parts[1], *to_parts(Segment(1, 2, segment_audio(10)))]:
+        queue.put(item, partition=ticket)
+    reported: list[Segment] = []
+
+    async def on_segment(segment: Segment) -> None:
+        reported.append(segment)
+
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, answer)
+    call = await fake.Cls.from_name(APP, CLASS_NAME)().synthesize.spawn.aio({"kind": "design"})
+    job = JobContext(
+        "task-torn", resume_call_id=CallControl.call_handle(call.object_id, ticket),
+        on_segment=on_segment,
+    )  # fmt: skip
+    await engine(fake).design(DESIGN, job)
+    assert [(s.index, s.audio.duration_seconds) for s in reported] == [(1, 10 / 24_000)]
+
+
+async def test_a_failed_call_reports_no_more_segments_and_leaves_no_reader() -> None:
+    fake = FakeModal()
+
+    async def handler(payload: dict[str, Any]) -> dict[str, Any]:
+        segments = fake.Queue.from_name(queue_name(APP), create_if_missing=True)
+        for item in to_parts(Segment(0, 3, segment_audio(10))):
+            segments.put(item, partition=payload["ticket"])
+        return SynthesisResult.failure("broken", retryable=False).to_wire()
+
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, handler)
+    before = asyncio.all_tasks()
+    with pytest.raises(EngineError, match="broken"):
+        await engine(fake).design(DESIGN, JobContext("task-failed"))
+    assert asyncio.all_tasks() == before
+
+
+def test_the_fake_queue_refuses_what_modal_refuses() -> None:
+    queue = FakeModal().Queue.from_name("q", create_if_missing=True)
+    with pytest.raises(modal.exception.InvalidError):
+        queue.put(1, partition="")
+    with pytest.raises(modal.exception.InvalidError):
+        queue.put(1, partition="p" * 65)
+    with pytest.raises(modal.exception.RequestSizeError):
+        queue.put(b"x" * (1024 * 1024 + 1), partition="p")
+    with pytest.raises(modal.exception.NotFoundError):
+        FakeModal().Queue.from_name("missing")
+
+
+async def test_the_fake_queue_reads_in_order_and_times_out_with_queue_empty() -> None:
+    import queue as stdlib_queue
+
+    fake_queue = FakeModal().Queue.from_name("q", create_if_missing=True)
+    for n in range(3):
+        fake_queue.put(n, partition="a")
+    fake_queue.put("other", partition="b")
+    assert await fake_queue.get_many.aio(2, partition="a") == [0, 1]
+    assert await fake_queue.get.aio(partition="a") == 2
+    assert await fake_queue.get.aio(block=False, partition="a") is None
+    assert await fake_queue.get_many.aio(5, block=False, partition="a") == []
+    with pytest.raises(stdlib_queue.Empty):
+        await fake_queue.get.aio(timeout=0.01, partition="a")
+    assert await fake_queue.get.aio(partition="b") == "other"

@@ -12,6 +12,7 @@ from gpu.text import (
     LATIN,
     chunk_text,
     detect_script,
+    speech_chunks,
     split_sentences,
     token_budget,
 )
@@ -114,3 +115,35 @@ def test_the_token_budget_follows_the_documented_formula() -> None:
     # Always well under qwen-tts's default of 2048 for a chunk of the script's size.
     for script in (LATIN, CHINESE, JAPANESE, KOREAN):
         assert token_budget("a" * script.max_chunk_chars, script) < 2048
+
+
+def test_a_long_text_starts_with_a_short_first_chunk_and_loses_nothing() -> None:
+    text = " ".join(f"Sentence {n} is part of a long text." for n in range(30))
+    chunks = speech_chunks(text)
+    assert len(chunks[0]) <= LATIN.first_chunk_chars < len(chunks[1])
+    assert chunks[0] == "Sentence 0 is part of a long text."
+    assert all(len(chunk) <= LATIN.max_chunk_chars for chunk in chunks)
+    assert " ".join(chunks) == text
+
+
+def test_a_long_first_sentence_is_cut_at_a_clause_for_the_first_chunk() -> None:
+    first = (
+        "When the evening came and the lamps were lit, "
+        "the fishermen gathered their nets and walked slowly home to their families."
+    )
+    text = first + " " + " ".join(["Then the night fell over the town."] * 10)
+    chunks = speech_chunks(text)
+    assert chunks[0] == "When the evening came and the lamps were lit,"
+    assert " ".join(chunks) == text
+
+
+def test_a_text_of_one_chunk_is_not_split_for_a_first_chunk() -> None:
+    text = "A short text. It fits in one chunk, so one model call speaks it all."
+    assert speech_chunks(text) == chunk_text(text) == [text]
+
+
+def test_the_first_chunk_of_unspaced_text_is_short_and_joined_without_spaces() -> None:
+    text = "今日はとても良い天気です。" * 12
+    chunks = speech_chunks(text)
+    assert len(chunks[0]) <= JAPANESE.first_chunk_chars
+    assert "".join(chunks) == text and " " not in "".join(chunks)
