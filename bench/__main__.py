@@ -90,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     previous = REPORT.read_text() if REPORT.exists() else ""
     REPORT.write_text(render(sections, hot_path, plans, (database, database_insert), elapsed))
-    if skip_speech and inference.START in previous and inference.END in previous:
-        kept = previous.partition(inference.START)[2].partition(inference.END)[0]
-        inference.write_section(inference.START + kept + inference.END)
-    else:
+    # Sections measured elsewhere (a GPU machine's) are kept; so is the CPU's when
+    # this run skips it.
+    cpu_start, _ = inference.markers("cpu")
+    for start, section in inference.sections_in(previous).items():
+        if skip_speech or start != cpu_start:
+            inference.write_section(section)
+    if not skip_speech:
         print("== Speech scheduling (tiny Qwen3-TTS)", flush=True)
         inference.write_section(inference.run())
     print(f"wrote {REPORT.relative_to(ROOT)} in {elapsed:.0f} s")
