@@ -15,7 +15,7 @@ import pytest
 
 from devstack import cluster
 from devstack.processes import spawn_listener
-from tests.listener.conftest import Admin, RunListener
+from tests.listener.conftest import Admin, RunListener, ready_voice
 from tests.listener.scripted_engine import ScriptedEngine
 
 
@@ -159,3 +159,74 @@ async def test_a_heartbeat_that_loses_its_cancel_still_lets_the_job_finish(
             (preview_id,),
             within=30,
         )
+
+
+STREAMED_TEXT = " ".join(
+    f"Sentence {n} of a generation long enough to be spoken in several chunks." for n in range(12)
+)
+
+
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+async def test_a_listener_killed_or_frozen_mid_stream_leaves_only_the_final_file(
+    admin: Admin, fresh_database_url: str, tmp_path: Path, fault: str
+) -> None:
+    """Segments stored by a listener that dies (kill -9) or lapses (frozen past the
+    visibility timeout, then woken to store and announce late) while another
+    listener finishes the generation: afterwards the generation's folder holds its
+    final file and nothing else, on disk and in storage.objects."""
+    storage = tmp_path / "storage"
+    user = admin.new_user()
+    first = start_listener(fresh_database_url, storage, UTTER_TONE_DELAY_SECONDS="8")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        voice_id = await ready_voice(admin, user)
+        generation_id = user.generate(voice_id, STREAMED_TEXT)
+        await admin.wait_until(
+            "select count(*) > 0 from generation_segments where generation_id = %s",
+            (generation_id,),
+            within=30,
+        )
+        if fault == "kill":
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        else:
+            first.send_signal(signal.SIGSTOP)
+        second = start_listener(fresh_database_url, storage, UTTER_TONE_DELAY_SECONDS="0.5")
+        key = await admin.wait_until(
+            "select audio_object_key from generations where id = %s and status = 'completed'",
+            (generation_id,),
+            within=60,
+        )
+        if fault == "freeze":
+            first.send_signal(signal.SIGCONT)
+            # Its engine renders on and its late segments land after completion.
+            await asyncio.sleep(10)
+        await admin.wait_until("select count(*) = 0 from pgmq.q_storage_cleanup", within=30)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+                process.wait(30)
+
+    folder = key.rsplit("/", 1)[0]
+    on_disk = {
+        path.relative_to(storage / "generations").as_posix()
+        for path in (storage / "generations").rglob("*")
+        if path.is_file()
+    }
+    rows = {
+        row["name"]
+        for row in admin.rows(
+            "select name from storage.objects where bucket_id = 'generations' and name like %s",
+            (folder + "/%",),
+        )
+    }
+    assert on_disk == rows == {key}
+    assert (
+        admin.value(
+            "select count(*) from generation_segments where generation_id = %s", (generation_id,)
+        )
+        == 0
+    )
+    assert ended_once(admin)
