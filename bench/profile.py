@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyinstrument import Profiler
@@ -89,30 +90,18 @@ def database_profile(url: str, jobs: int = DRAINED_JOBS) -> str:
     self time of every function (pg_stat_user_functions, track_functions = all) and the
     execution time of every top-level statement (pg_stat_statements), largest first.
     Self time leaves out the functions a function calls, so the rows add up."""
-    database = url.rsplit("/", 1)[-1].split("?", 1)[0]
-    with connect(admin_url(url)) as admin:
-        admin.execute(f"alter database \"{database}\" set track_functions = 'all'".encode())
     with connect(url) as conn:
         make_backlog(conn, jobs // 10)
-    statements = DatabaseTime(url)
-    try:
-        with connect(admin_url(url)) as admin:
-            admin.execute("select pg_stat_reset()")
-        statements.reset()
+
+    def drain() -> None:
         listener = start_listener(url)
         try:
             wait_until_all_completed(url)
         finally:
             listener.terminate()
             listener.wait(30)
-        time.sleep(1.5)  # a backend's counters reach the shared view within a second
-        with connect(admin_url(url)) as admin:
-            functions = admin.execute(FUNCTION_TIMES).fetchall()
-        top = statements.admin.execute(
-            STATEMENT_TIMES, (database, WATCHER.strip() + "%")
-        ).fetchall()
-    finally:
-        statements.close()
+
+    functions, top = _database_time(url, drain)
     return _render(f"one listener draining {jobs} jobs; ms and calls per job", jobs, functions, top)
 
 
@@ -123,16 +112,10 @@ def insert_profile(url: str, inserts: int = INSERTS) -> str:
     """Where a user's generation insert spends its database time: per insert, the self
     time of every function its triggers call, and its statements, as bench/insert_cost.py
     runs them (the claims set as PostgREST does, the insert, the commit)."""
-    database = url.rsplit("/", 1)[-1].split("?", 1)[0]
-    with connect(admin_url(url)) as admin:
-        admin.execute(f"alter database \"{database}\" set track_functions = 'all'".encode())
     with connect(url) as admin:
         users = users_with_voices(admin, inserts // 10)
-    statements = DatabaseTime(url)
-    try:
-        with connect(admin_url(url)) as admin:
-            admin.execute("select pg_stat_reset()")
-        statements.reset()
+
+    def insert() -> None:
         with connect(url) as conn:
             conn.autocommit = False
             for i in range(inserts):
@@ -143,7 +126,28 @@ def insert_profile(url: str, inserts: int = INSERTS) -> str:
                     (voice_id, "The quick brown fox jumps over the lazy dog."),
                 )
                 conn.commit()
-        time.sleep(1.5)
+
+    functions, top = _database_time(url, insert)
+    return _render(
+        f"{inserts} generation inserts; ms and calls per insert", inserts, functions, top
+    )
+
+
+def _database_time(
+    url: str, work: Callable[[], None]
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The function and statement times of `work` alone: counters reset just before
+    it, read just after."""
+    database = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    with connect(admin_url(url)) as admin:
+        admin.execute(f"alter database \"{database}\" set track_functions = 'all'".encode())
+    statements = DatabaseTime(url)
+    try:
+        with connect(admin_url(url)) as admin:
+            admin.execute("select pg_stat_reset()")
+        statements.reset()
+        work()
+        time.sleep(1.5)  # a backend's counters reach the shared view within a second
         with connect(admin_url(url)) as admin:
             functions = admin.execute(FUNCTION_TIMES).fetchall()
         top = statements.admin.execute(
@@ -151,9 +155,7 @@ def insert_profile(url: str, inserts: int = INSERTS) -> str:
         ).fetchall()
     finally:
         statements.close()
-    return _render(
-        f"{inserts} generation inserts; ms and calls per insert", inserts, functions, top
-    )
+    return functions, top
 
 
 FUNCTION_TIMES = (
