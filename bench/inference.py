@@ -149,7 +149,7 @@ def one_at_a_time(runtime: QwenRuntime, jobs: list[SynthesisJob]) -> Timing:
         while scheduler.step():
             pass
         request.future.result()
-        calls += scheduler.model_calls
+        calls += scheduler.steps
     return Timing(time.perf_counter() - start, calls)
 
 
@@ -161,7 +161,7 @@ def continuous(runtime: QwenRuntime, jobs: list[SynthesisJob]) -> Timing:
         pass
     for request in requests:
         request.future.result()
-    return Timing(time.perf_counter() - start, scheduler.model_calls)
+    return Timing(time.perf_counter() - start, scheduler.steps)
 
 
 def short_behind_long(
@@ -302,6 +302,8 @@ def run(
                 design_model=str(build_tiny_model(root / "design", "voice_design")),
                 device=device,
                 max_batch_items=batch,
+                # About a second of speech, scaled as the chunks are.
+                head_frames=max(1, math.ceil(CODEC_FRAMES_PER_SECOND / scale)),
                 generate_options={"max_new_tokens": cap, "eos_token_id": CODEBOOK_SIZE + 1023},
             ),
             scale,

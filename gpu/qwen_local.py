@@ -206,10 +206,6 @@ class QwenLocalEngine:
                     dtype=self._dtype or dtype,
                     generate_options=self._generate_options,
                     max_chunk_chars=self._max_chunk_chars,
-                    # One job at a time runs here, so batching only merges its own
-                    # chunks; one chunk per model call makes every chunk a point
-                    # where a cancel is seen.
-                    max_batch_items=1,
                 )
                 # The same prompt path as the Modal app's: memory, then this folder,
                 # then the reference fetched from its URL and encoded once.

@@ -19,15 +19,15 @@ import logging
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpu.audio import decode_wav, encode_wav, join_chunks
 from gpu.engine import Audio, VoiceReference
 from gpu.jobs import JobKind, SynthesisJob, SynthesisResult
-from gpu.scheduler import Chunk, ChunkScheduler, Generated, Plan
-from gpu.text import speech_chunks, token_budget
+from gpu.scheduler import Advanced, Chunk, ChunkScheduler, Generated, Plan
+from gpu.text import CODEC_FRAMES_PER_SECOND, speech_chunks, token_budget
 from gpu.voice_prompts import (
     PromptStore,
     ReferenceUnavailable,
@@ -45,6 +45,10 @@ DEFAULT_DESIGN_MODEL = "Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign"
 # qwen-tts's own default for max_new_tokens (qwen_tts 0.1.1,
 # inference/qwen3_tts_model.py, _merge_generate_kwargs): the cap of every budget.
 QWEN_MAX_NEW_TOKENS = 2048
+# Frames decoded before a piece of codes for its samples' sake: qwen-tts's own chunked
+# decoding gives each piece this much left context (qwen_tts 0.1.1,
+# core/tokenizer_12hz/modeling_qwen3_tts_tokenizer_v2.py, `chunked_decode`).
+DECODE_CONTEXT_FRAMES = 25
 QWEN_PACKAGES = "qwen-tts==0.1.1 (installed with --no-deps) plus the `qwen` extra of pyproject.toml"
 
 
@@ -60,7 +64,10 @@ class RuntimeSettings:
     dtype: str = "float32"  # "bfloat16" on GPUs
     attn_implementation: str = "sdpa"  # beat flash-attention-2 in the old team's runs
     max_chunk_chars: int | None = None  # None: the limit suited to each text's script
-    max_batch_items: int = 8  # chunks per model call: bounds GPU memory
+    max_batch_items: int = 8  # chunks in a running batch: bounds GPU memory
+    # Codec frames of a streamed first chunk heard before the rest of it (about a
+    # second of speech); 0: every chunk is one segment.
+    head_frames: int = CODEC_FRAMES_PER_SECOND
     prompt_cache_size: int = 64  # prompts kept in memory, by (voice id, reference hash)
     # Extra generate() arguments. A "max_new_tokens" here caps every chunk's budget
     # (e.g. 32 for the tiny test model, which never says end-of-speech).
@@ -122,6 +129,7 @@ class QwenRuntime:
         self.prompt_store = prompt_store
         self.fetch = fetch
         self._models: dict[JobKind, Any] = {}
+        self._codecs: dict[JobKind, Any] = {}  # gpu.codec.CodecDecoder per model
         self._prompts: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.prompt_cache_hits = 0
@@ -225,6 +233,10 @@ class QwenRuntime:
     def batch_limit(self) -> int:
         return self.settings.max_batch_items
 
+    @property
+    def head_frames(self) -> int:
+        return self.settings.head_frames
+
     def plan(self, job: SynthesisJob) -> Plan | SynthesisResult:
         """`job`'s chunks, or the error that keeps it from running. A design text of
         several chunks keeps one voice: its first chunk is designed, and the rest wait
@@ -324,41 +336,57 @@ class QwenRuntime:
             )
         return None
 
-    def generate(self, kind: JobKind, chunks: Sequence[Chunk]) -> list[Generated]:
-        """One model call for `chunks`: each chunk's waveform, cut at its own budget,
-        and whether it reached that budget (no end of speech before it)."""
+    def new_batch(self, kind: JobKind) -> QwenBatch:
+        """A running batch of `kind`'s model, for one scheduler (gpu.decoding)."""
+        return QwenBatch(self, kind)
+
+    def prompts(self, kind: JobKind, chunks: Sequence[Chunk]) -> Any:
+        """qwen-tts's talker inputs for `chunks` (gpu.decoding.prefill_inputs), through
+        its public generate call for `kind`. Called with the lock held."""
+        from gpu.decoding import prefill_inputs
+
         model = self._models[kind]
         texts = [chunk.text for chunk in chunks]
         languages = [chunk.job.language for chunk in chunks]
-        budgets = [self.budget(chunk.text) for chunk in chunks]
-        # One call takes one max_new_tokens: the largest budget of the batch. A chunk
-        # that runs past its own smaller budget is cut to it below.
-        options = {**self.settings.generate_options, "max_new_tokens": max(budgets)}
-        with self._lock:
-            if kind == "clone":
-                wavs, _ = model.generate_voice_clone(
+        if kind == "clone":
+            prompts = [chunk.prompt for chunk in chunks]
+
+            def call() -> Any:
+                return model.generate_voice_clone(
                     text=texts,
                     language=languages,
-                    voice_clone_prompt=[chunk.prompt for chunk in chunks],
-                    **options,
+                    voice_clone_prompt=prompts,
+                    **self.settings.generate_options,
                 )
-            else:
-                wavs, _ = model.generate_voice_design(
+        else:
+            instructs = [chunk.job.instruct for chunk in chunks]
+
+            def call() -> Any:
+                return model.generate_voice_design(
                     text=texts,
                     language=languages,
-                    instruct=[chunk.job.instruct for chunk in chunks],
-                    **options,
+                    instruct=instructs,
+                    **self.settings.generate_options,
                 )
-            samples_per_token = int(model.model.speech_tokenizer.get_decode_upsample_rate())
-        out: list[Generated] = []
-        for waveform, budget in zip(wavs, budgets, strict=True):
-            # qwen-tts keeps a sequence's codes up to its end-of-speech token, or all
-            # max_new_tokens of them when it has none (qwen_tts 0.1.1,
-            # core/models/modeling_qwen3_tts.py, `effective_lengths` in generate), and
-            # decodes each code to get_decode_upsample_rate() samples.
-            limit = budget * samples_per_token
-            out.append(Generated(waveform[:limit], at_limit=len(waveform) >= limit))
-        return out
+
+        return prefill_inputs(model, call)
+
+    def decode(self, kind: JobKind, codes: Any, context: Any) -> Any:
+        """`codes` (frames, groups) as a float waveform, decoded after `context` (codes
+        of the frames before them, of which the last DECODE_CONTEXT_FRAMES count) whose
+        samples are dropped. Called with the lock held."""
+        import torch
+
+        from gpu.codec import CodecDecoder
+
+        if kind not in self._codecs:
+            self._codecs[kind] = CodecDecoder(self._models[kind].model.speech_tokenizer)
+        codec = self._codecs[kind]
+        before = context[-DECODE_CONTEXT_FRAMES:] if context is not None else codes[:0]
+        if codes.shape[0] == 0:
+            return codec.decode(codes).numpy()
+        wav = codec.decode(torch.cat((before.to(codes.device), codes)))
+        return wav[before.shape[0] * codec.samples_per_frame :].cpu().numpy()
 
     def segment_audio(self, job: SynthesisJob, waveform: Any) -> Audio:
         """One chunk as a 16-bit WAV of its own: the samples `assemble` joins."""
@@ -386,3 +414,125 @@ class QwenRuntime:
                 chunks_at_limit=chunks_at_limit,
             )
         )
+
+
+def _reference_codes(chunk: Chunk) -> Any:
+    """The codes a clone chunk's audio follows: its voice's reference, in voice-clone
+    (ICL) mode. qwen-tts decodes a clone's codes after the whole reference's and cuts
+    that part off (inference/qwen3_tts_model.py, `generate_voice_clone`); its tail is
+    the context that matters to the codec."""
+    prompt = chunk.prompt
+    if prompt is None or not getattr(prompt, "icl_mode", False):
+        return None
+    return getattr(prompt, "ref_code", None)
+
+
+class QwenBatch:
+    """One model's running batch for one scheduler (gpu.scheduler.ChunkBatch): rows
+    join and leave at every step (gpu.decoding.StepDecoder); a row's codes become
+    audio when it ends, and a streamed first chunk's first frames as soon as they are
+    generated (its head), the rest then decoded after the head's frames so the two
+    join as one decode would."""
+
+    def __init__(self, runtime: QwenRuntime, kind: JobKind) -> None:
+        from gpu.decoding import StepDecoder
+
+        self.runtime = runtime
+        self.kind = kind
+        self.decoder = StepDecoder(runtime._models[kind])
+        # Rows are keyed by their chunk's id (two chunks may have equal texts).
+        self._chunks: dict[Hashable, Chunk] = {}
+        self._heads: dict[Hashable, int] = {}  # frames in each sent head
+        self._head_audio: dict[Hashable, Any] = {}
+
+    def running(self) -> list[Chunk]:
+        return [self._chunks[key] for key in (row.key for row in self.decoder.rows)]
+
+    def admit(self, chunks: Sequence[Chunk]) -> None:
+        budgets = [self.runtime.budget(chunk.text) for chunk in chunks]
+        with self.runtime._lock:
+            prompts = self.runtime.prompts(self.kind, chunks)
+            self.decoder.admit([id(c) for c in chunks], budgets, prompts)
+        for chunk in chunks:
+            self._chunks[id(chunk)] = chunk
+
+    def advance(self) -> Advanced:
+        """One step of the batch. A chunk whose codes cannot be decoded fails alone
+        (`failed`); the step itself failing raises (every row's state is then lost)."""
+        advanced = Advanced()
+        with self.runtime._lock:
+            ended = self.decoder.step()
+            for row in list(self.decoder.rows):
+                chunk = self._chunks[row.key]
+                if self._wants_head(chunk, row.frames):
+                    try:
+                        head = self._head(chunk, self.decoder.codes(row.key))
+                    except Exception as exc:
+                        self.decoder.discard([row.key])
+                        self._forget(row.key)
+                        advanced.failed.append((chunk, exc))
+                        continue
+                    advanced.heads.append((chunk, head))
+            for finished in ended:
+                chunk = self._chunks[finished.key]
+                try:
+                    waveform = self._audio(chunk, finished.codes, advanced)
+                except Exception as exc:
+                    advanced.failed.append((chunk, exc))
+                else:
+                    advanced.ended.append((chunk, Generated(waveform, finished.at_limit)))
+                finally:
+                    self._forget(finished.key)
+        return advanced
+
+    def _wants_head(self, chunk: Chunk, frames: int) -> bool:
+        wanted = self.runtime.settings.head_frames
+        return chunk.stream_head and id(chunk) not in self._heads and frames >= wanted
+
+    def _head(self, chunk: Chunk, codes: Any) -> Any:
+        """The first frames of a streamed chunk as audio, decoded as qwen-tts decodes a
+        chunk's start (after its reference's codes, for a clone)."""
+        audio = self.runtime.decode(self.kind, codes, _reference_codes(chunk))
+        self._heads[id(chunk)] = int(codes.shape[0])
+        self._head_audio[id(chunk)] = audio
+        return audio
+
+    def _audio(self, chunk: Chunk, codes: Any, advanced: Advanced) -> Any:
+        """An ended chunk's waveform: where its head was sent, the head's samples then
+        the rest decoded after the head's frames."""
+        import numpy as np
+        import torch
+
+        if not chunk.stream_head:
+            return self.runtime.decode(self.kind, codes, _reference_codes(chunk))
+        if id(chunk) not in self._heads:
+            # Ended before its head was due: the head is all but its last frame, so a
+            # rest still follows it.
+            head_frames = max(0, min(self.runtime.settings.head_frames, len(codes) - 1))
+            advanced.heads.append((chunk, self._head(chunk, codes[:head_frames])))
+        split = self._heads[id(chunk)]
+        before = codes[:split]
+        reference = _reference_codes(chunk)
+        if reference is not None:
+            before = torch.cat((reference.to(codes.device), before))
+        rest = self.runtime.decode(self.kind, codes[split:], before)
+        return np.concatenate((self._head_audio[id(chunk)], rest))
+
+    def _forget(self, key: Hashable) -> None:
+        self._chunks.pop(key, None)
+        self._heads.pop(key, None)
+        self._head_audio.pop(key, None)
+
+    def discard(self, chunks: Sequence[Chunk]) -> None:
+        keys = [id(c) for c in chunks]
+        with self.runtime._lock:
+            self.decoder.discard(keys)
+        for key in keys:
+            self._forget(key)
+
+    def reset(self) -> None:
+        with self.runtime._lock:
+            self.decoder.reset()
+        self._chunks.clear()
+        self._heads.clear()
+        self._head_audio.clear()

@@ -224,8 +224,8 @@ def test_the_batched_transcribe_method_runs_a_batch_on_the_real_qwen_asr_code(
 def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
     tiny_models: dict[str, Path],
 ) -> None:
-    """Streamed audio on the GPU side (gpu/segments.py): every chunk of a request is
-    put, in text order, into its ticket's partition of the segments Queue before the
+    """Streamed audio on the GPU side (gpu/segments.py): every segment of a request is
+    put, in order, into its ticket's partition of the segments Queue before the
     request answers, and the answer is the join of those segments."""
     scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
     store, segments = FakeDict(), FakeQueue()
@@ -242,7 +242,8 @@ def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
     assembler = SegmentAssembler()
     parts = [pickle.loads(item) for item in segments.partitions[b"streamed"]]
     reported = [s for s in (assembler.add(part) for part in parts) if s is not None]
-    assert [s.index for s in reported] == list(range(len(speech_chunks(text))))
+    # Every chunk, the first in two parts (its first frames, then the rest).
+    assert [s.index for s in reported] == list(range(len(speech_chunks(text)) + 1))
     assert {s.count for s in reported} == {len(reported)} and len(reported) > 2
     joined = join_chunks([decode_wav(s.audio.wav).samples for s in reported], 24_000)
     assert decode_wav(answer.audio.wav).samples == joined

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gpu.decoding import StepDecoder
 from gpu.engine import CloneRequest, EngineUnavailable, VoiceReference
 from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob
 from gpu.qwen_local import LocalWeights, QwenLocalEngine
-from gpu.qwen_runtime import GenerationStopped, QwenRuntime, RuntimeSettings
+from gpu.qwen_runtime import GenerationStopped, QwenBatch, QwenRuntime, RuntimeSettings
 from gpu.text import chunk_text, token_budget
 from gpu.voice_prompts import PromptStore, fetch_reference
 from tests.gpu.conftest import for_voice, store_reference
@@ -35,25 +36,35 @@ def runtime(tiny_models: dict[str, Path]) -> QwenRuntime:
     return loaded
 
 
-class CallCounter:
-    """Counts model calls (and their batch sizes) by wrapping the loaded model objects."""
+class Admissions:
+    """Records every admission into a running batch (gpu.qwen_runtime.QwenBatch): the
+    model, the chunks' texts and the budgets the decoder got; and every chunk that
+    ended, with its frames and whether it was at its budget."""
 
-    def __init__(self, runtime: QwenRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.batches: list[tuple[str, int]] = []
-        for kind, method in (
-            ("clone", "generate_voice_clone"),
-            ("design", "generate_voice_design"),
-        ):
-            model = runtime._models[kind]
-            original = getattr(model, method)
+        self.texts: list[tuple[str, list[str]]] = []
+        self.budgets: list[int] = []
+        self.ended: list[tuple[int, bool]] = []
+        admit, decoder_admit, step = QwenBatch.admit, StepDecoder.admit, StepDecoder.step
 
-            def counted(
-                *args: Any, _original: Any = original, _kind: str = kind, **kwargs: Any
-            ) -> Any:
-                self.batches.append((_kind, len(kwargs["text"])))
-                return _original(*args, **kwargs)
+        def admitted(batch: QwenBatch, chunks: Any) -> None:
+            self.batches.append((batch.kind, len(chunks)))
+            self.texts.append((batch.kind, [chunk.text for chunk in chunks]))
+            admit(batch, chunks)
 
-            monkeypatch.setattr(model, method, counted)
+        def budgeted(decoder: StepDecoder, keys: Any, budgets: Any, prompts: Any) -> None:
+            decoder_admit(decoder, keys, budgets, prompts)
+            self.budgets.extend(budgets)
+
+        def stepped(decoder: StepDecoder) -> Any:
+            finished = step(decoder)
+            self.ended.extend((len(f.codes), f.at_limit) for f in finished)
+            return finished
+
+        monkeypatch.setattr(QwenBatch, "admit", admitted)
+        monkeypatch.setattr(StepDecoder, "admit", budgeted)
+        monkeypatch.setattr(StepDecoder, "step", stepped)
 
 
 def clone_job(
@@ -167,7 +178,7 @@ def test_a_prompt_store_serves_another_runtime_without_fetching(
 def test_compatible_jobs_and_chunks_share_model_calls(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = CallCounter(runtime, monkeypatch)
+    counter = Admissions(monkeypatch)
     long_text = "One short sentence. Another short sentence. A third one here. And a fourth."
     jobs = [
         clone_job(reference, long_text, voice="voice-a"),
@@ -177,10 +188,11 @@ def test_compatible_jobs_and_chunks_share_model_calls(
     ]
     results = runtime.synthesize(jobs)
     assert all(result.audio is not None for result in results)
-    # 40-char chunks: the long text is 3 chunks. Its first chunk shares a call with
-    # "Hi." (a first chunk runs without its own later chunks), the two design jobs
-    # share the next, then the long text's other two chunks.
-    assert counter.batches == [("clone", 2), ("design", 2), ("clone", 2)]
+    # 40-char chunks: the long text is 3 chunks. At the first step two of them and
+    # "Hi." take three of the clone model's four places (the last is kept for a
+    # request with nothing running), the design jobs run beside them in their own
+    # model's batch, and the long text's third chunk follows when a place frees.
+    assert counter.batches == [("clone", 3), ("design", 2), ("clone", 1)]
 
 
 def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: VoiceReference) -> None:
@@ -198,7 +210,7 @@ def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: VoiceReference) 
 def test_should_stop_ends_generation_between_batches(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = CallCounter(runtime, monkeypatch)
+    counter = Admissions(monkeypatch)
     text = " ".join(f"Sentence number {n} is here." for n in range(20))
     with pytest.raises(GenerationStopped):
         runtime.synthesize([clone_job(reference, text)], should_stop=lambda: bool(counter.batches))
@@ -208,7 +220,7 @@ def test_should_stop_ends_generation_between_batches(
 def test_a_dropped_job_ends_between_batches_and_the_others_finish(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = CallCounter(runtime, monkeypatch)
+    counter = Admissions(monkeypatch)
     text = " ".join(f"Sentence number {n} is here." for n in range(12))
     kept, dropped = runtime.synthesize(
         [clone_job(reference, text), clone_job(reference, text, voice="voice-2")],
@@ -220,7 +232,12 @@ def test_a_dropped_job_ends_between_batches_and_the_others_finish(
         CANCELLED_MESSAGE,
         False,
     )
-    assert counter.batches[:2] == [("clone", 2), ("clone", 4)]
+    # Both texts' chunks, round-robin, took three places; once the second was
+    # dropped only the first's chunks were admitted.
+    first, *later = counter.texts
+    assert first == ("clone", [f"Sentence number {n} is here." for n in (0, 0, 1)])
+    assert later and all(kind == "clone" for kind, _ in later)
+    assert sum(len(texts) for _, texts in counter.texts) == 3 + 10  # the first's other 10
     assert all(size <= 4 for _, size in counter.batches)
 
 
@@ -238,13 +255,16 @@ def test_out_of_memory_while_encoding_a_reference_is_retryable(
     assert "out of GPU memory" in result.error_message
 
 
-async def test_the_in_process_engine_sees_a_cancel_after_every_chunk(
+async def test_the_in_process_engine_batches_as_the_gpu_class_does(
     tiny_models: dict[str, Path],
 ) -> None:
+    """Cancels are seen between decode steps, so the in-process engine needs no
+    smaller batch than the Modal class to see them."""
     engine = QwenLocalEngine(
         LocalWeights.from_env({"UTTER_QWEN_MODEL_DIR": str(tiny_models["root"])})
     )
-    assert (await engine.runtime()).settings.max_batch_items == 1
+    settings = (await engine.runtime()).settings
+    assert settings.max_batch_items == RuntimeSettings(None, None).max_batch_items
 
 
 def test_missing_weights_name_what_to_download(tmp_path: Path) -> None:
@@ -266,28 +286,10 @@ def test_weights_are_found_per_model_or_under_one_root(tiny_models: dict[str, Pa
     assert (base_only.base_dir, base_only.design_dir) == (tiny_models["base"], None)
 
 
-class GenerateSpy:
-    """Wraps a loaded model's generate method, keeping each call's arguments and the
-    waveforms the real model returned."""
-
-    def __init__(self, runtime: QwenRuntime, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[dict[str, Any], list[Any]]] = []
-        method = "generate_voice_clone" if kind == "clone" else "generate_voice_design"
-        model = runtime._models[kind]
-        original = getattr(model, method)
-
-        def spied(**kwargs: Any) -> Any:
-            wavs, rate = original(**kwargs)
-            self.calls.append((kwargs, list(wavs)))
-            return wavs, rate
-
-        monkeypatch.setattr(model, method, spied)
-
-
 def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = GenerateSpy(runtime, "clone", monkeypatch)
+    spy = Admissions(monkeypatch)
     uncapped = QwenRuntime(
         RuntimeSettings(base_model=None, design_model=None, max_chunk_chars=40, max_batch_items=4)
     )
@@ -295,48 +297,31 @@ def test_each_chunk_runs_under_its_own_budget_and_a_chunk_at_it_is_reported(
     text = "Hi. This second chunk is much longer than the first one was."
     (result,) = uncapped.synthesize([clone_job(reference, text, voice="voice-budget")])
     audio = result.unwrap()
-    # The first chunk alone, then the other two in one call with one max_new_tokens:
-    # the larger of their budgets.
-    (_, first), (kwargs, rest) = spy.calls
-    returned = first + rest
     chunks = chunk_text(text, 40)
+    assert spy.texts == [("clone", chunks)]
+    # Each chunk joined the batch with its own budget, and leaves at it at the latest.
     budgets = [token_budget(chunk) for chunk in chunks]
-    assert kwargs["max_new_tokens"] == max(budgets[1:]) and budgets[1] != budgets[2]
-    upsample = runtime._models["clone"].model.speech_tokenizer.get_decode_upsample_rate()
-    # A chunk whose codes filled its own budget (no end of speech) is listed and cut to it.
-    expected = tuple(
-        n
-        for n, (wav, budget) in enumerate(zip(returned, budgets, strict=True))
-        if len(wav) >= budget * upsample
-    )
-    assert audio.chunks_at_limit == expected
-    kept = sum(
-        min(len(wav), budget * upsample) for wav, budget in zip(returned, budgets, strict=True)
-    )
-    _, frames = wav_rate_and_frames(audio.wav)
-    # Joins trim to zero crossings and overlap by a crossfade: a few ms per joint.
-    assert abs(frames - kept) < audio.sample_rate // 10
+    assert spy.budgets == budgets and len(set(budgets)) == len(budgets)
+    assert all(frames <= max(budgets) for frames, _ in spy.ended)
+    # A chunk that used its whole budget (no end of speech) is listed.
+    assert len(audio.chunks_at_limit) == sum(at_limit for _, at_limit in spy.ended)
 
 
 def test_a_cap_in_the_settings_bounds_every_budget(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spy = GenerateSpy(runtime, "clone", monkeypatch)
+    spy = Admissions(monkeypatch)
     text = " ".join(f"Sentence number {n} is here." for n in range(6))
     (result,) = runtime.synthesize([clone_job(reference, text)])
-    assert {kwargs["max_new_tokens"] for kwargs, _ in spy.calls} == {10}
-    upsample = runtime._models["clone"].model.speech_tokenizer.get_decode_upsample_rate()
-    returned = [wav for _, wavs in spy.calls for wav in wavs]
-    assert result.unwrap().chunks_at_limit == tuple(
-        n for n, wav in enumerate(returned) if len(wav) >= 10 * upsample
-    )
+    assert spy.budgets == [10] * 6
+    assert all(frames <= 10 and at_limit == (frames == 10) for frames, at_limit in spy.ended)
+    assert len(result.unwrap().chunks_at_limit) == sum(at_limit for _, at_limit in spy.ended)
 
 
 def test_a_design_text_is_designed_once_and_its_later_chunks_cloned_from_it(
     runtime: QwenRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    design_spy = GenerateSpy(runtime, "design", monkeypatch)
-    clone_spy = GenerateSpy(runtime, "clone", monkeypatch)
+    spy = Admissions(monkeypatch)
     prompts: list[tuple[int, str]] = []
     original = runtime._models["clone"].create_voice_clone_prompt
 
@@ -350,14 +335,12 @@ def test_a_design_text_is_designed_once_and_its_later_chunks_cloned_from_it(
     job = SynthesisJob(kind="design", text=text, language="English", instruct="a calm voice")
     (result,) = runtime.synthesize([job])
     assert result.audio is not None
-    ((design_kwargs, designed),) = design_spy.calls
     first, *rest = chunk_text(text, 40)
-    assert design_kwargs["text"] == [first]
-    # The designed audio and its text became the clone prompt of every later chunk.
-    assert prompts == [(len(designed[0]), first)]
-    assert [chunk for kwargs, _ in clone_spy.calls for chunk in kwargs["text"]] == rest
-    prompt_items = {id(p) for kwargs, _ in clone_spy.calls for p in kwargs["voice_clone_prompt"]}
-    assert len(prompt_items) == 1
+    assert spy.texts == [("design", [first]), ("clone", rest)]
+    # The designed audio (its frames at 1920 samples each) and its text became the
+    # clone prompt of every later chunk.
+    designed_frames = spy.ended[0][0]
+    assert prompts == [(designed_frames * 1920, first)]
 
 
 def test_a_chunk_limit_result_crosses_the_wire() -> None:

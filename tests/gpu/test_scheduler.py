@@ -1,21 +1,23 @@
 """Continuous batching (gpu/scheduler.py) on the tiny Qwen3-TTS models: which chunks
-share a model call, when each request is answered, and what a cancel drops. Order and
-membership of model calls are asserted, never durations."""
+join the running batches and when, when each request is answered, what a cancel and a
+failure drop, and how a streamed first chunk is heard. Order and membership of
+admissions are asserted, never durations."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.tiny_qwen_model import CODEBOOK_SIZE
 from gpu.engine import CloneRequest, VoiceReference
-from gpu.jobs import CANCELLED_MESSAGE, JobKind, SynthesisJob
-from gpu.qwen_runtime import QwenRuntime, RuntimeSettings
-from gpu.scheduler import Chunk, ChunkScheduler, Generated
+from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob
+from gpu.qwen_runtime import QwenBatch, QwenRuntime, RuntimeSettings
+from gpu.scheduler import Chunk, ChunkScheduler
 from tests.gpu.conftest import for_voice
 
 LONG_TEXT = " ".join(f"Sentence number {n} is here." for n in range(12))  # 12 chunks
@@ -29,7 +31,8 @@ def runtime(tiny_models: dict[str, Path]) -> QwenRuntime:
             design_model=str(tiny_models["design"]),
             max_chunk_chars=30,
             max_batch_items=4,
-            generate_options={"max_new_tokens": 6},
+            head_frames=3,
+            generate_options={"max_new_tokens": 6, "eos_token_id": CODEBOOK_SIZE + 1023},
         )
     )
     loaded.load()
@@ -47,82 +50,104 @@ def design(text: str, ticket: str) -> SynthesisJob:
     )
 
 
-class CallLog:
-    """Records which request (by ticket) each chunk of every model call belonged to,
-    and can hold the first call until released."""
+class Steps:
+    """Records, per scheduler step, which requests (by ticket) had chunks admitted to
+    which model; can hold the first admission until released and break steps."""
 
-    def __init__(self, runtime: QwenRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[list[str]] = []
-        self.first_call_started = threading.Event()
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.admitted: list[tuple[str, list[str]]] = []
+        self.first_admitted = threading.Event()
         self.release = threading.Event()
         self.release.set()
-        original = runtime.generate
+        self.breaks: Callable[[list[Chunk]], bool] = lambda chunks: False
+        admit, advance = QwenBatch.admit, QwenBatch.advance
 
-        def logged(kind: JobKind, chunks: Sequence[Chunk]) -> list[Generated]:
-            self.calls.append([chunk.job.ticket for chunk in chunks])
-            self.first_call_started.set()
+        def admitting(batch: QwenBatch, chunks: Sequence[Chunk]) -> None:
+            self.admitted.append((batch.kind, [chunk.job.ticket for chunk in chunks]))
+            self.first_admitted.set()
             self.release.wait()
-            return original(kind, chunks)
+            admit(batch, chunks)
 
-        monkeypatch.setattr(runtime, "generate", logged)
+        def advancing(batch: QwenBatch) -> Any:
+            if self.breaks(batch.running()):
+                raise ValueError("torch.cat(): expected a non-empty list of Tensors")
+            return advance(batch)
+
+        monkeypatch.setattr(QwenBatch, "admit", admitting)
+        monkeypatch.setattr(QwenBatch, "advance", advancing)
+
+    def tickets(self) -> list[list[str]]:
+        return [tickets for _, tickets in self.admitted]
 
 
-def test_a_request_arriving_during_a_long_one_joins_the_next_model_call(
+def run_out(scheduler: ChunkScheduler) -> None:
+    while scheduler.step():
+        pass
+
+
+def test_a_request_arriving_while_a_long_one_runs_starts_at_the_next_step(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = CallLog(runtime, monkeypatch)
+    steps = Steps(monkeypatch)
     scheduler = ChunkScheduler(runtime)
     long = scheduler.submit(clone(reference, LONG_TEXT, "long"))
     assert long.total == 12
     assert scheduler.step()
     short = scheduler.submit(clone(reference, "Hi there.", "short"))
     assert scheduler.step()
-    # The short request shared the second model call and is answered now, with the
-    # long one's remaining chunks still to run.
-    assert calls.calls == [["long"], ["short", "long", "long", "long"]]
-    assert short.future.done() and short.future.result().audio is not None
-    assert not long.future.done()
-    while scheduler.step():
-        pass
+    # Three of the four places went to the long text; the last was kept for a
+    # request with nothing running, and the short one took it at the next step.
+    assert steps.tickets() == [["long"] * 3, ["short"]]
+    while not short.done:
+        scheduler.step()
+    assert short.future.result().audio is not None and not long.done
+    run_out(scheduler)
     assert long.future.result().audio is not None
-    assert all(len(call) <= 4 for call in calls.calls)
+    assert sum(len(t) for t in steps.tickets()) == 13
 
 
-def test_a_requests_first_chunk_runs_without_its_later_ones(
+def test_a_place_freed_by_an_ended_chunk_is_taken_at_the_next_step(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The chunks of one call finish together: the first chunk alone is ready after
-    one short call, the earliest audio a listener can play."""
-    calls = CallLog(runtime, monkeypatch)
+    Steps(monkeypatch)
     scheduler = ChunkScheduler(runtime)
-    first_done_at: list[int] = []
-    request = scheduler.submit(
-        clone(reference, LONG_TEXT, "long"),
-        on_progress=lambda fraction: first_done_at.append(len(calls.calls)),
-    )
-    while scheduler.step():
-        pass
-    assert calls.calls == [["long"], ["long"] * 4, ["long"] * 4, ["long"] * 3]
-    assert first_done_at[0] == 1 and request.future.result().audio is not None
+    request = scheduler.submit(clone(reference, LONG_TEXT, "long"))
+    seen: list[tuple[int, int]] = []  # (rows running, chunks waiting) at every step
+    advance = QwenBatch.advance
+
+    def counted(batch: QwenBatch) -> Any:
+        seen.append((len(batch.running()), len(request.waiting)))
+        return advance(batch)
+
+    monkeypatch.setattr(QwenBatch, "advance", counted)
+    run_out(scheduler)
+    assert request.future.result().audio is not None
+    # While chunks waited, every step ran with all three places this request may
+    # hold (the fourth is kept for newcomers).
+    assert all(running == 3 for running, waiting in seen if waiting)
+    assert next(waiting for _, waiting in seen if waiting) == 9
 
 
-def test_a_request_for_the_other_model_is_served_before_the_long_ones_next_chunks(
+def test_a_request_for_the_other_model_runs_beside_the_long_one(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = CallLog(runtime, monkeypatch)
+    steps = Steps(monkeypatch)
     scheduler = ChunkScheduler(runtime)
     long = scheduler.submit(clone(reference, LONG_TEXT, "long"))
     scheduler.step()
     preview = scheduler.submit(design("Hello.", "preview"))
     scheduler.step()
-    assert calls.calls == [["long"], ["preview"]]
-    assert preview.future.done() and not long.future.done()
+    assert steps.admitted == [("clone", ["long"] * 3), ("design", ["preview"])]
+    while not preview.done:
+        scheduler.step()
+    assert preview.future.result().audio is not None and not long.done
+    run_out(scheduler)
 
 
 def test_a_cancelled_request_loses_only_its_own_chunks(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = CallLog(runtime, monkeypatch)
+    steps = Steps(monkeypatch)
     flags: set[str] = set()
     scheduler = ChunkScheduler(runtime)
     kept, dropped = (
@@ -130,11 +155,13 @@ def test_a_cancelled_request_loses_only_its_own_chunks(
         for t in ("kept", "dropped")
     )
     scheduler.step()
+    assert steps.tickets() == [["kept", "dropped", "kept"]]
     flags.add("dropped")
-    while scheduler.step():
-        pass
-    assert calls.calls[0] == ["kept", "dropped"]
-    assert all(call == ["kept"] * len(call) for call in calls.calls[1:])
+    scheduler.step()
+    # Its row left the batch at the next step; nothing of it was admitted again.
+    assert {chunk.job.ticket for chunk in scheduler._batches["clone"].running()} <= {"kept"}
+    run_out(scheduler)
+    assert all(tickets == ["kept"] * len(tickets) for tickets in steps.tickets()[1:])
     assert kept.future.result().audio is not None
     result = dropped.future.result()
     assert (result.audio, result.error_message, result.error_retryable) == (
@@ -147,81 +174,65 @@ def test_a_cancelled_request_loses_only_its_own_chunks(
 def test_the_loop_thread_answers_each_caller_when_its_own_chunks_are_done(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = CallLog(runtime, monkeypatch)
-    calls.release.clear()  # hold the long request's first model call
+    steps = Steps(monkeypatch)
+    steps.release.clear()  # hold the long request's first admission
     scheduler = ChunkScheduler(runtime)
     scheduler.start()
     try:
         finished: list[str] = []
         long = scheduler.submit(clone(reference, LONG_TEXT, "long"))
         long.future.add_done_callback(lambda _: finished.append("long"))
-        assert calls.first_call_started.wait(timeout=60)
+        assert steps.first_admitted.wait(timeout=60)
         shorts = [scheduler.submit(design(f"Short number {n}.", f"short-{n}")) for n in range(3)]
         for n, request in enumerate(shorts):
             request.future.add_done_callback(lambda _, n=n: finished.append(f"short-{n}"))
-        calls.release.set()
+        steps.release.set()
         results = [r.future.result(timeout=120) for r in (long, *shorts)]
     finally:
         scheduler.close()
     assert all(result.audio is not None for result in results)
-    # The three previews shared one model call, right after the long one's first.
-    assert calls.calls[1] == ["short-0", "short-1", "short-2"]
-    assert finished == ["short-0", "short-1", "short-2", "long"]
+    # The three previews joined the design model's batch together, beside the long one.
+    assert ("design", ["short-0", "short-1", "short-2"]) in steps.admitted
+    assert finished[-1] == "long"
 
 
 def test_a_request_that_cannot_run_is_answered_at_once(
     runtime: QwenRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = CallLog(runtime, monkeypatch)
+    steps = Steps(monkeypatch)
     scheduler = ChunkScheduler(runtime)
     request = scheduler.submit(design("   ", "empty"))
     assert request.future.done() and "empty" in request.future.result().error_message
-    assert not scheduler.step() and calls.calls == []
+    assert not scheduler.step() and steps.admitted == []
 
 
-def test_a_failed_model_call_fails_the_requests_in_it_and_not_the_others(
+def test_a_failed_step_fails_the_request_in_it_and_not_the_others(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = runtime.generate
-
-    def failing_for_design(kind: JobKind, chunks: Sequence[Chunk]) -> Any:
-        if kind == "design":
-            raise RuntimeError("device-side assert triggered")
-        return original(kind, chunks)
-
-    monkeypatch.setattr(runtime, "generate", failing_for_design)
+    steps = Steps(monkeypatch)
+    steps.breaks = lambda chunks: any(chunk.kind == "design" for chunk in chunks)
     scheduler = ChunkScheduler(runtime)
     spoken = scheduler.submit(clone(reference, "Fine.", "clone"))
     broken = scheduler.submit(design("Hello.", "design"))
-    while scheduler.step():
-        pass
+    run_out(scheduler)
     assert spoken.future.result().audio is not None
     failure = broken.future.result()
-    assert failure.audio is None and "device-side assert" in failure.error_message
+    assert failure.audio is None and "non-empty list" in failure.error_message
     assert not failure.error_retryable
 
 
-def test_a_chunk_that_breaks_a_shared_call_fails_only_its_own_request(
+def test_a_chunk_that_breaks_a_shared_step_fails_only_its_own_request(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = CallLog(runtime, monkeypatch)
-    logged = runtime.generate
-
-    def breaks_on_poison(kind: JobKind, chunks: Sequence[Chunk]) -> Any:
-        result = logged(kind, chunks)
-        if any("poison" in chunk.text for chunk in chunks):
-            raise ValueError("torch.cat(): expected a non-empty list of Tensors")
-        return result
-
-    monkeypatch.setattr(runtime, "generate", breaks_on_poison)
+    steps = Steps(monkeypatch)
+    steps.breaks = lambda chunks: any("poison" in chunk.text for chunk in chunks)
     scheduler = ChunkScheduler(runtime)
     innocent = scheduler.submit(clone(reference, "Fine words.", "innocent"))
     guilty = scheduler.submit(clone(reference, "A poison pill.", "guilty"))
     bystander = scheduler.submit(clone(reference, "More words.", "bystander"))
-    while scheduler.step():
-        pass
-    # The shared call failed; each of its requests then ran alone, in order.
-    assert calls.calls == [
+    run_out(scheduler)
+    # The shared step failed; each of its requests then ran alone, in order.
+    assert steps.tickets() == [
         ["innocent", "guilty", "bystander"],
         ["innocent"],
         ["guilty"],
@@ -231,3 +242,22 @@ def test_a_chunk_that_breaks_a_shared_call_fails_only_its_own_request(
     assert bystander.future.result().audio is not None
     failure = guilty.future.result()
     assert failure.audio is None and "non-empty list" in failure.error_message
+
+
+def test_a_streamed_first_chunk_is_heard_in_two_parts_the_head_first(
+    runtime: QwenRuntime, reference: VoiceReference
+) -> None:
+    """With a listener, the first chunk's first `head_frames` frames are a segment of
+    their own, heard as soon as they are generated; the answer joins every segment."""
+    scheduler = ChunkScheduler(runtime)  # head_frames=3 below, budgets of 6 frames
+    heard: list[tuple[int, int, int]] = []  # (segment, count, step it was heard at)
+    request = scheduler.submit(
+        clone(reference, LONG_TEXT, "streamed"),
+        on_segment=lambda index, count, audio: heard.append((index, count, scheduler.steps)),
+    )
+    run_out(scheduler)
+    result = request.future.result().unwrap()
+    assert [(index, count) for index, count, _ in heard] == [(n, 13) for n in range(13)]
+    head_step, rest_step = heard[0][2], heard[1][2]
+    assert head_step == 3 and rest_step > head_step
+    assert result.duration_seconds > 0

@@ -16,7 +16,7 @@ from gpu.qwen_runtime import DEFAULT_BASE_MODEL, DEFAULT_DESIGN_MODEL
 from tests.listener.conftest import Admin, RunListener, ready_voice
 
 LONG_TEXT = " ".join(
-    f"Sentence {n} belongs to a long text that takes many chunks to speak." for n in range(30)
+    f"Sentence {n} belongs to a long text that takes many chunks to speak." for n in range(60)
 )
 SHORT_TEXT = "One short sentence, please."
 
@@ -36,6 +36,7 @@ async def test_a_short_generation_inserted_during_a_long_one_ends_first(
     engine = QwenLocalEngine.from_env(
         {"UTTER_QWEN_MODEL_DIR": str(tiny_weights), "UTTER_QWEN_DEVICE": "cpu"},
         generate_options={"max_new_tokens": 12},
+        max_chunk_chars=80,  # a sentence a chunk: 60 chunks, many rounds of the batch
     )
     async with run_listener(engine=engine):
         voice = await ready_voice(admin, user)
