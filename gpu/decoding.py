@@ -142,8 +142,9 @@ class Row:
     position: int  # rope position of the next input
     next_code: int  # first code sampled and not yet fed back
     hidden: torch.Tensor  # (1, hidden): the talker's last hidden state
+    seen: torch.Tensor  # (vocab,) bool: first codes it sampled (for the repetition penalty)
     codes: list[torch.Tensor] = field(default_factory=list)  # (groups,) per frame
-    first_codes: list[int] = field(default_factory=list)  # sampled first codes
+    sampled: int = 1  # first codes sampled so far
 
     @property
     def frames(self) -> int:
@@ -210,7 +211,9 @@ class StepDecoder:
         )
         hidden = out.last_hidden_state[:, -1, :]
         logits = self.talker.codec_head(hidden)
-        first = self._sample(logits, [[] for _ in keys], [0] * len(keys), prompts.sampling)
+        first = _sample(logits, None, [0] * len(keys), prompts.sampling)
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        seen[torch.arange(len(keys)), first] = True
         rows = [
             Row(
                 key=key,
@@ -219,7 +222,7 @@ class StepDecoder:
                 position=int(mask[n].sum()),
                 next_code=int(first[n]),
                 hidden=hidden[n : n + 1],
-                first_codes=[int(first[n])],
+                seen=seen[n],
             )
             for n, (key, budget) in enumerate(zip(keys, budgets, strict=True))
         ]
@@ -258,16 +261,7 @@ class StepDecoder:
         first = torch.tensor([[row.next_code] for row in self.rows], device=device)
         first_embeds = self.talker.get_input_embeddings()(first)  # (rows, 1, hidden)
         hidden = torch.cat([row.hidden for row in self.rows]).unsqueeze(1)
-        residual = self.talker.code_predictor.generate(
-            inputs_embeds=torch.cat((hidden, first_embeds), dim=1),
-            max_new_tokens=self.talker.config.num_code_groups - 1,
-            do_sample=sampling.subtalker_dosample,
-            top_p=sampling.subtalker_top_p,
-            top_k=sampling.subtalker_top_k,
-            temperature=sampling.subtalker_temperature,
-            output_hidden_states=True,
-            return_dict_in_generate=True,
-        ).sequences  # (rows, groups - 1)
+        residual = self._residual_codes(torch.cat((hidden, first_embeds), dim=1), sampling)
         frame = torch.cat((first, residual), dim=-1)  # (rows, groups)
         residual_embeddings = self.talker.code_predictor.get_input_embeddings()
         embeds = first_embeds + sum(
@@ -293,19 +287,17 @@ class StepDecoder:
         )
         last = out.last_hidden_state[:, -1, :]
         logits = self.talker.codec_head(last)
-        sampled = self._sample(
-            logits,
-            [row.first_codes for row in self.rows],
-            [len(row.first_codes) for row in self.rows],
-            sampling,
-        )
+        seen = torch.stack([row.seen for row in self.rows])
+        sampled = _sample(logits, seen, [row.sampled for row in self.rows], sampling)
+        seen[torch.arange(len(self.rows), device=seen.device), sampled] = True
         keep: list[int] = []
         for n, row in enumerate(self.rows):
             code = int(sampled[n])
             row.position += 1
             row.hidden = last[n : n + 1]
             row.next_code = code
-            row.first_codes.append(code)
+            row.seen = seen[n]
+            row.sampled += 1
             ended_by_eos = code in ends
             if ended_by_eos or row.frames >= row.budget:
                 finished.append(
@@ -366,45 +358,87 @@ class StepDecoder:
         mask = torch.zeros(blocked.shape, dtype=dtype, device=self._mask.device)
         return mask.masked_fill(blocked, torch.finfo(dtype).min)
 
-    def _sample(
-        self,
-        logits: torch.Tensor,
-        histories: Sequence[Sequence[int]],
-        generated: Sequence[int],
-        sampling: Sampling,
-    ) -> torch.Tensor:
-        """The next first code of each row: `logits` (rows, vocab); `histories` the first
-        codes each row sampled; `generated` how many it has (for min_new_tokens)."""
-        scores = logits.float()
-        if sampling.repetition_penalty != 1.0:
-            for n, history in enumerate(histories):
-                if history:
-                    seen = torch.tensor(sorted(set(history)), device=scores.device)
-                    picked = scores[n, seen]
-                    scores[n, seen] = torch.where(
-                        picked < 0,
-                        picked * sampling.repetition_penalty,
-                        picked / sampling.repetition_penalty,
-                    )
-        if sampling.suppress_tokens:
-            scores[:, list(sampling.suppress_tokens)] = -float("inf")
-        for n, count in enumerate(generated):
-            if count < sampling.min_new_tokens:
-                scores[n, sampling.eos_token_id] = -float("inf")
-        if not sampling.do_sample:
-            return scores.argmax(dim=-1)
-        no_ids = torch.empty((scores.shape[0], 0), dtype=torch.long, device=scores.device)
-        if sampling.temperature != 1.0:
-            scores = TemperatureLogitsWarper(sampling.temperature)(no_ids, scores)
-        if sampling.top_k > 0:
-            scores = TopKLogitsWarper(sampling.top_k)(no_ids, scores)
-        if sampling.top_p < 1.0:
-            scores = TopPLogitsWarper(sampling.top_p)(no_ids, scores)
-        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+    def _residual_codes(self, inputs: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+        """The frame's residual codes (rows, groups - 1), from (rows, 2, hidden): the
+        talker's last hidden state and the first code's embedding. qwen-tts runs this
+        through transformers' generate on its code predictor (max_new_tokens = groups
+        - 1); here the same forward calls run directly, without generate's per-call
+        set-up, which on small models costs more than the calls: the prompt's two
+        positions, then one position per code, each code from its own head
+        (`lm_head[g]`) and fed back through its own embedding (the code predictor's
+        forward in qwen-tts: `generation_steps`)."""
+        predictor = self.talker.code_predictor
+        cache = DynamicCache()
+        embeds = predictor.small_to_mtp_projection(inputs)
+        codes: list[torch.Tensor] = []
+        for group in range(self.talker.config.num_code_groups - 1):
+            length = cache.get_seq_length()
+            out = predictor.model(
+                inputs_embeds=embeds,
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.arange(
+                    length, length + embeds.shape[1], device=embeds.device
+                ),
+            )
+            logits = predictor.lm_head[group](out.last_hidden_state[:, -1, :])
+            code = _pick(
+                logits.float(),
+                sampling.subtalker_dosample,
+                sampling.subtalker_top_k,
+                sampling.subtalker_top_p,
+                sampling.subtalker_temperature,
+            )
+            codes.append(code)
+            embedding = predictor.model.get_input_embeddings()[group]
+            embeds = predictor.small_to_mtp_projection(embedding(code[:, None]))
+        return torch.stack(codes, dim=1)
 
     def _no_codes(self) -> torch.Tensor:
         groups = int(self.talker.config.num_code_groups)
         return torch.empty((0, groups), dtype=torch.long, device=self.talker.device)
+
+
+def _sample(
+    logits: torch.Tensor,
+    seen: torch.Tensor | None,
+    sampled: Sequence[int],
+    sampling: Sampling,
+) -> torch.Tensor:
+    """The next first code of each row, from `logits` (rows, vocab): `seen` (rows,
+    vocab) marks the first codes each row already sampled (repetition penalty),
+    `sampled` counts them (no end of speech before `min_new_tokens`)."""
+    scores = logits.float()
+    if seen is not None and sampling.repetition_penalty != 1.0:
+        penalised = torch.where(
+            scores < 0,
+            scores * sampling.repetition_penalty,
+            scores / sampling.repetition_penalty,
+        )
+        scores = torch.where(seen, penalised, scores)
+    if sampling.suppress_tokens:
+        scores[:, list(sampling.suppress_tokens)] = -float("inf")
+    early = [n for n, count in enumerate(sampled) if count < sampling.min_new_tokens]
+    if early:
+        scores[early, sampling.eos_token_id] = -float("inf")
+    return _pick(scores, sampling.do_sample, sampling.top_k, sampling.top_p, sampling.temperature)
+
+
+def _pick(
+    scores: torch.Tensor, do_sample: bool, top_k: int, top_p: float, temperature: float
+) -> torch.Tensor:
+    """Greedy, or sampled after temperature, top-k and top-p, in the order
+    transformers' generation applies them."""
+    if not do_sample:
+        return scores.argmax(dim=-1)
+    no_ids = torch.empty((scores.shape[0], 0), dtype=torch.long, device=scores.device)
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(no_ids, scores)
+    if top_k > 0:
+        scores = TopKLogitsWarper(top_k)(no_ids, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(no_ids, scores)
+    return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

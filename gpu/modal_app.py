@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -250,12 +251,17 @@ class Qwen3TTS:
         return run_request(self.scheduler, job, control, segments)
 
 
+# How often a running request's thread reads its cancel flag from the control Dict.
+CANCEL_POLL_SECONDS = 1.0
+
+
 def run_request(
     scheduler: ChunkScheduler, wire: dict[str, Any], store: Any, segments: Any = None
 ) -> dict[str, Any]:
     """One wire request through the scheduler, honouring the control Dict `store`: the
-    request is marked started, and once its cancellation flag is set (before or while
-    it runs) its remaining chunks are dropped and it answers "cancelled". Each finished
+    request is marked started, and once its cancellation flag is set (before it runs,
+    or while it runs: read every CANCEL_POLL_SECONDS) its rows leave the batch at the
+    next step and it answers "cancelled". Each finished
     chunk is put into the Queue `segments`, in the ticket's partition (gpu/segments.py),
     from this input's thread while the model goes on; the answer comes only after
     every segment was put."""
@@ -267,9 +273,19 @@ def run_request(
     if ticket:
         store.put(CallControl.started_key(ticket), time.time())
 
-    def cancelled() -> bool:
-        return bool(ticket) and bool(store.contains(CallControl.cancel_key(ticket)))
+    # The scheduler asks `cancelled` between decode steps, on the model's thread:
+    # it reads a flag, and this input's own thread polls the Dict for it (a remote
+    # call per request per step would stall the GPU).
+    flagged = threading.Event()
 
+    def poll_cancel() -> None:
+        try:
+            if ticket and store.contains(CallControl.cancel_key(ticket)):
+                flagged.set()
+        except Exception:
+            log.exception("reading the cancel flag of %s failed", ticket)
+
+    poll_cancel()
     finished: queue.SimpleQueue[Segment | None] = queue.SimpleQueue()
 
     def segment_done(index: int, count: int, audio: Audio) -> None:
@@ -278,11 +294,18 @@ def run_request(
 
     streaming = bool(ticket) and segments is not None
     request = scheduler.submit(
-        job, cancelled=cancelled, on_segment=segment_done if streaming else None
+        job, cancelled=flagged.is_set, on_segment=segment_done if streaming else None
     )
     # Segments are reported before the future resolves, so this comes after them.
     request.future.add_done_callback(lambda _: finished.put(None))
-    while (segment := finished.get()) is not None:
+    while True:
+        try:
+            segment = finished.get(timeout=CANCEL_POLL_SECONDS)
+        except queue.Empty:
+            poll_cancel()
+            continue
+        if segment is None:
+            break
         if not streaming:
             continue
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -53,7 +54,7 @@ QWEN_PACKAGES = "qwen-tts==0.1.1 (installed with --no-deps) plus the `qwen` extr
 
 
 class GenerationStopped(Exception):
-    """`should_stop` said so between two model calls (the caller was cancelled)."""
+    """`should_stop` said so between two decode steps (the caller was cancelled)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class QwenRuntime:
         self.prompt_cache_misses = 0
         self.prompts_loaded = 0  # from the prompt store
         self.references_encoded = 0  # fetched from Storage and encoded
+        self.codec_seconds = 0.0  # spent turning codes into audio (read by benchmarks)
 
     # -- loading -----------------------------------------------------------------
 
@@ -301,7 +303,7 @@ class QwenRuntime:
         others still run. Every chunk runs under its own token budget; one that
         reaches it is cut there and listed in the result's `chunks_at_limit`.
 
-        Between two model calls, `should_stop()` ends everything (the one caller is
+        Between two decode steps, `should_stop()` ends everything (the one caller is
         gone) and `dropped(index)` ends one job (its caller cancelled it): that job
         gets a non-retryable "cancelled" result and the rest of the batch goes on."""
         scheduler = ChunkScheduler(self)
@@ -382,11 +384,14 @@ class QwenRuntime:
         if kind not in self._codecs:
             self._codecs[kind] = CodecDecoder(self._models[kind].model.speech_tokenizer)
         codec = self._codecs[kind]
-        before = context[-DECODE_CONTEXT_FRAMES:] if context is not None else codes[:0]
         if codes.shape[0] == 0:
             return codec.decode(codes).numpy()
+        started = time.perf_counter()
+        before = context[-DECODE_CONTEXT_FRAMES:] if context is not None else codes[:0]
         wav = codec.decode(torch.cat((before.to(codes.device), codes)))
-        return wav[before.shape[0] * codec.samples_per_frame :].cpu().numpy()
+        samples = wav[before.shape[0] * codec.samples_per_frame :].cpu().numpy()
+        self.codec_seconds += time.perf_counter() - started
+        return samples
 
     def segment_audio(self, job: SynthesisJob, waveform: Any) -> Audio:
         """One chunk as a 16-bit WAV of its own: the samples `assemble` joins."""

@@ -190,8 +190,9 @@ class ChunkScheduler:
         on_segment: SegmentListener | None = None,
     ) -> Request:
         """Queue `job`; its `future` resolves to its result (errors are results too).
-        `cancelled()` is asked between steps: once true, the request's chunks leave
-        the batch and it resolves to a non-retryable "cancelled" result.
+        `cancelled()` is asked between steps, on the model's thread, so it must be
+        cheap (a flag, not a remote read): once true, the request's chunks leave the
+        batch and it resolves to a non-retryable "cancelled" result.
         `on_progress` hears the fraction of its chunks done, and `on_segment` each
         segment's audio in order as soon as it and every segment before it are ready,
         always before the future resolves (both on the model's thread)."""

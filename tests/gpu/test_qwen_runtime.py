@@ -207,7 +207,7 @@ def test_a_bad_job_fails_alone(runtime: QwenRuntime, reference: VoiceReference) 
     assert empty.audio is None and "empty" in empty.error_message
 
 
-def test_should_stop_ends_generation_between_batches(
+def test_should_stop_ends_generation_between_steps(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = Admissions(monkeypatch)
@@ -217,7 +217,7 @@ def test_should_stop_ends_generation_between_batches(
     assert len(counter.batches) == 1
 
 
-def test_a_dropped_job_ends_between_batches_and_the_others_finish(
+def test_a_dropped_job_ends_between_steps_and_the_others_finish(
     runtime: QwenRuntime, reference: VoiceReference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = Admissions(monkeypatch)
