@@ -145,10 +145,16 @@ class Row:
     seen: torch.Tensor  # (vocab,) bool: first codes it sampled (for the repetition penalty)
     codes: list[torch.Tensor] = field(default_factory=list)  # (groups,) per frame
     sampled: int = 1  # first codes sampled so far
+    cut: int | None = None  # frames before the model's own end-of-speech code, once sampled
 
     @property
     def frames(self) -> int:
         return len(self.codes)
+
+    @property
+    def usable(self) -> int:
+        """Frames before the model's own end-of-speech code: the ones that are audio."""
+        return self.frames if self.cut is None else self.cut
 
 
 @dataclass(frozen=True)
@@ -171,19 +177,19 @@ class StepDecoder:
         self._pad_embed: torch.Tensor | None = None
         self._sampling: Sampling | None = None
         # qwen-tts cuts a sequence's codes at the model's own end-of-speech code even
-        # where generation was told to stop at another id (`effective_lengths`).
+        # where generation was told to stop at another id (`effective_lengths`), and
+        # generates on to that id or its budget; so does a row here (the two ids are
+        # one in production; benchmarks point the other at a suppressed code).
         self._codec_eos = int(self.talker.config.codec_eos_token_id)
         self.steps = 0  # decode steps run (read by tests and benchmarks)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def frames(self, key: Hashable) -> int:
-        return next(row.frames for row in self.rows if row.key == key)
-
     def codes(self, key: Hashable) -> torch.Tensor:
+        """A running row's usable codes so far (frames, groups)."""
         row = next(row for row in self.rows if row.key == key)
-        return torch.stack(row.codes) if row.codes else self._no_codes()
+        return torch.stack(row.codes[: row.usable]) if row.usable else self._no_codes()
 
     # -- joining -----------------------------------------------------------------
 
@@ -213,7 +219,7 @@ class StepDecoder:
         logits = self.talker.codec_head(hidden)
         first = _sample(logits, None, [0] * len(keys), prompts.sampling)
         seen = torch.zeros_like(logits, dtype=torch.bool)
-        seen[torch.arange(len(keys)), first] = True
+        seen[torch.arange(len(keys), device=seen.device), first] = True
         rows = [
             Row(
                 key=key,
@@ -223,6 +229,7 @@ class StepDecoder:
                 next_code=int(first[n]),
                 hidden=hidden[n : n + 1],
                 seen=seen[n],
+                cut=0 if int(first[n]) == self._codec_eos else None,
             )
             for n, (key, budget) in enumerate(zip(keys, budgets, strict=True))
         ]
@@ -244,15 +251,15 @@ class StepDecoder:
             return []
         assert self._sampling is not None
         sampling = self._sampling
-        ends = (sampling.eos_token_id, self._codec_eos)
+        end = sampling.eos_token_id
         # A row whose first code (sampled at its prefill) ends it has no frames.
         finished = [
             Finished(row.key, self._no_codes(), at_limit=False)
             for row in self.rows
-            if row.next_code in ends
+            if row.next_code == end
         ]
         if finished:
-            self._keep([n for n, row in enumerate(self.rows) if row.next_code not in ends])
+            self._keep([n for n, row in enumerate(self.rows) if row.next_code != end])
         if not self.rows:
             return finished
         assert self._cache is not None and self._mask is not None
@@ -298,11 +305,13 @@ class StepDecoder:
             row.next_code = code
             row.seen = seen[n]
             row.sampled += 1
-            ended_by_eos = code in ends
-            if ended_by_eos or row.frames >= row.budget:
-                finished.append(
-                    Finished(row.key, torch.stack(row.codes), at_limit=not ended_by_eos)
-                )
+            if code == self._codec_eos and row.cut is None:
+                row.cut = row.frames
+            if code == end or row.frames >= row.budget:
+                kept = row.codes if row.cut is None else row.codes[: row.cut]
+                codes = torch.stack(kept) if kept else self._no_codes()
+                at_limit = code != end and row.cut is None
+                finished.append(Finished(row.key, codes, at_limit=at_limit))
             else:
                 keep.append(n)
         self.steps += 1
@@ -377,9 +386,7 @@ class StepDecoder:
                 inputs_embeds=embeds,
                 past_key_values=cache,
                 use_cache=True,
-                cache_position=torch.arange(
-                    length, length + embeds.shape[1], device=embeds.device
-                ),
+                cache_position=torch.arange(length, length + embeds.shape[1], device=embeds.device),
             )
             logits = predictor.lm_head[group](out.last_hidden_state[:, -1, :])
             code = _pick(

@@ -469,7 +469,7 @@ class QwenBatch:
             ended = self.decoder.step()
             for row in list(self.decoder.rows):
                 chunk = self._chunks[row.key]
-                if self._wants_head(chunk, row.frames):
+                if self._wants_head(chunk, row.usable):
                     try:
                         head = self._head(chunk, self.decoder.codes(row.key))
                     except Exception as exc:

@@ -141,6 +141,27 @@ def test_an_end_of_speech_code_ends_only_its_row(design_model: Any) -> None:
         assert len(finished.codes) >= 2  # min_new_tokens
 
 
+def test_the_models_own_end_code_cuts_a_row_that_was_told_to_end_at_another(
+    design_model: Any,
+) -> None:
+    """As qwen-tts's generate does: the row runs on to its budget (or the id it was
+    told to end at), and its codes stop before the model's own end-of-speech code."""
+    decoder = StepDecoder(design_model)
+    torch.manual_seed(3)
+    decoder.admit(
+        list(range(6)), [40] * 6, prompts(design_model, (list(TEXTS) * 2)[:6], do_sample=True)
+    )
+    ended: dict[Any, Any] = {}
+    run_out(decoder, ended)
+    eos = int(design_model.model.config.talker_config.codec_eos_token_id)
+    assert decoder.steps == 40
+    cut = [f for f in ended.values() if len(f.codes) < 40]
+    assert cut, "no row sampled the end-of-speech code: pick another seed"
+    for finished in ended.values():
+        assert eos not in finished.codes[:, 0].tolist()
+        assert finished.at_limit == (len(finished.codes) == 40)
+
+
 def test_rows_with_other_sampling_settings_are_refused(design_model: Any) -> None:
     decoder = StepDecoder(design_model)
     decoder.admit(["greedy"], [4], prompts(design_model, [TEXTS[0]]))
