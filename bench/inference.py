@@ -291,7 +291,7 @@ def clone_request_bytes(text: str) -> RequestSize:
 def run(
     device: str = "cpu",
     cap: int = 64,
-    batch: int = 8,
+    batch: int = 16,
     repeats: int = 3,
     seed: int = 7,
     scale: float = 4.0,
@@ -452,7 +452,9 @@ def main(argv: list[str] | None = None, write: Callable[[str], None] = write_sec
     parser.add_argument(
         "--scale", type=float, default=4.0, help="chunk lengths divided by this (CPU runs)"
     )
-    parser.add_argument("--batch", type=int, default=8, help="rows in a model's running batch")
+    parser.add_argument(
+        "--batch", type=int, default=16, help="rows in a model's running batch (the GPU class's)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     section = run(args.device, args.cap, args.batch, args.repeats, scale=args.scale)

@@ -10,9 +10,9 @@ containers import the same values:
 - `UTTER_MODAL_GPU` (default `A10G`): Modal GPU type (`T4`, `L4`, `A10G`, `A100`, `H100`...);
 - `UTTER_QWEN_BASE_MODEL` (default the 0.6B Base; `Qwen/Qwen3-TTS-12Hz-1.7B-Base` for
   the larger one) and `UTTER_QWEN_DESIGN_MODEL`;
-- `UTTER_MODAL_MAX_CONTAINERS`, `UTTER_MODAL_SCALEDOWN_SECONDS`, `UTTER_MODAL_MAX_BATCH`
-  (chunks per model call), `UTTER_MODAL_MAX_INPUTS` (speech requests in flight per
-  container).
+- `UTTER_MODAL_MAX_CONTAINERS`, `UTTER_MODAL_SCALEDOWN_SECONDS`, `UTTER_MODAL_MAX_ROWS`
+  (chunks in each speech model's running batch), `UTTER_MODAL_MAX_BATCH` (recordings
+  per ASR call), `UTTER_MODAL_MAX_INPUTS` (speech requests in flight per container).
 """
 
 from __future__ import annotations
@@ -91,10 +91,15 @@ class DeploymentSettings:
     job_timeout_seconds: int = 30 * 60  # the old backend's limit; long texts take minutes
     scaledown_seconds: int = 5 * 60  # keep a warm GPU briefly: cold starts cost 30-110 s
     max_containers: int = 4
-    max_batch_size: int = 8  # chunks per model call; recordings per @modal.batched ASR call
+    max_batch_size: int = 8  # recordings per @modal.batched ASR call
+    # Chunks in each speech model's running batch (gpu/decoding.py). A row costs its
+    # KV cache, about 100 MB for a 17 s chunk of the 1.7B model in bf16, and a decode
+    # step of 16 rows costs the GPU about what one row does (it is bound by reading
+    # the weights), so 16 rows of both models fit an A10G beside the weights.
+    max_rows: int = 16
     # Speech requests one container takes at once (@modal.concurrent): they all feed
-    # one chunk scheduler, so more inputs mean fuller model calls, not more memory
-    # (only max_batch_size chunks are ever generated together).
+    # one chunk scheduler, so more inputs mean fuller batches, not more memory (only
+    # max_rows chunks per model are ever generated together).
     max_inputs: int = 32
     batch_wait_ms: int = 150  # how long a lone request waits for company
     asr_model: str = DEFAULT_ASR_MODEL
@@ -115,6 +120,7 @@ class DeploymentSettings:
                 env.get("UTTER_MODAL_SCALEDOWN_SECONDS", defaults.scaledown_seconds)
             ),
             max_batch_size=int(env.get("UTTER_MODAL_MAX_BATCH", defaults.max_batch_size)),
+            max_rows=int(env.get("UTTER_MODAL_MAX_ROWS", defaults.max_rows)),
             max_inputs=int(env.get("UTTER_MODAL_MAX_INPUTS", defaults.max_inputs)),
             asr_model=env.get("UTTER_QWEN_ASR_MODEL", defaults.asr_model),
             aligner_model=env.get("UTTER_QWEN_ALIGNER_MODEL", defaults.aligner_model),
@@ -131,6 +137,7 @@ class DeploymentSettings:
             "UTTER_MODAL_MAX_CONTAINERS": str(self.max_containers),
             "UTTER_MODAL_SCALEDOWN_SECONDS": str(self.scaledown_seconds),
             "UTTER_MODAL_MAX_BATCH": str(self.max_batch_size),
+            "UTTER_MODAL_MAX_ROWS": str(self.max_rows),
             "UTTER_MODAL_MAX_INPUTS": str(self.max_inputs),
             "UTTER_QWEN_ASR_MODEL": self.asr_model,
             "UTTER_QWEN_ALIGNER_MODEL": self.aligner_model,
@@ -232,7 +239,7 @@ class Qwen3TTS:
                 device="cuda",
                 dtype="bfloat16",
                 attn_implementation="sdpa",
-                max_batch_items=settings.max_batch_size,
+                max_batch_items=settings.max_rows,
             ),
             prompt_store=prompt_store(prompts_volume),
         )
