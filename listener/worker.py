@@ -346,12 +346,12 @@ class Listener:
                 return
 
     async def _deliver_segment(self, job: Job, segment: Segment) -> None:
-        """Stores a finished chunk under the generation's folder and announces it to
+        """Stores a segment of the audio under the generation's folder and announces it to
         its owner (worker.record_segment), while the engine renders the rest. The
         final file carries the same audio, so a segment that cannot be stored is
         logged and skipped, never a reason to fail the job; whatever this stored is
-        removed by the database when the task ends. A text of one chunk streams
-        nothing: its only segment would come with the final file."""
+        removed by the database when the task ends. A job of one segment streams
+        nothing: that segment would come with the final file."""
         if segment.count < 2:
             return
         key = job.segment_key(segment.index)

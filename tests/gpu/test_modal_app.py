@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import threading
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import modal
 import pytest
 from modal._utils.async_utils import synchronizer
 
+from bench.tiny_qwen_model import CODEBOOK_SIZE
 from gpu import modal_app
 from gpu.audio import decode_wav, join_chunks
 from gpu.engine import CloneRequest, VoiceReference
@@ -176,6 +178,54 @@ def test_a_cancelled_request_is_dropped_and_the_others_still_run(
     assert (dropped.audio, dropped.error_message) == (None, CANCELLED_MESSAGE)
     assert not dropped.error_retryable
     assert {CallControl.started_key("kept"), CallControl.started_key("dropped")} <= set(store.data)
+
+
+def test_a_cancel_set_while_a_request_runs_is_read_by_its_own_thread(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler asks `cancelled` between decode steps on the model's thread, where
+    a Dict read per step would stall the GPU: each input's own thread reads its flag
+    (every CANCEL_POLL_SECONDS) and the scheduler sees a local flag. A flag set while
+    the request runs ends it; the model thread never reads the Dict."""
+    monkeypatch.setattr(modal_app, "CANCEL_POLL_SECONDS", 0.02)
+    runtime = QwenRuntime(
+        RuntimeSettings(
+            base_model=None,
+            design_model=str(tiny_models["design"]),
+            max_chunk_chars=30,
+            generate_options={"max_new_tokens": 400, "eos_token_id": CODEBOOK_SIZE + 1023},
+        )
+    )
+    runtime.load()
+    scheduler = modal_app.ChunkScheduler(runtime)
+    store = FakeDict()
+    readers: set[str] = set()
+    contains = store.contains
+
+    class WatchedContains:
+        def __call__(self, key: Any) -> bool:
+            readers.add(threading.current_thread().name)
+            return bool(contains(key))
+
+    store.contains = WatchedContains()
+    text = " ".join(f"Sentence number {n} is here." for n in range(20))
+    wire = SynthesisJob(
+        kind="design", text=text, language="English", instruct="calm", ticket="long"
+    ).to_wire()
+    scheduler.start()
+    try:
+        with ThreadPoolExecutor(max_workers=1) as inputs:
+            answer = inputs.submit(modal_app.run_request, scheduler, wire, store)
+            deadline = time.monotonic() + 60
+            while CallControl.started_key("long") not in store.data:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            store.data[CallControl.cancel_key("long")] = time.time()
+            result = SynthesisResult.from_wire(answer.result(timeout=120))
+    finally:
+        scheduler.close()
+    assert (result.audio, result.error_message) == (None, CANCELLED_MESSAGE)
+    assert "chunk-scheduler" not in readers
 
 
 def test_the_asr_class_has_the_names_the_transcriber_looks_up_and_batches() -> None:
