@@ -220,16 +220,18 @@ class StepDecoder:
         first = _sample(logits, None, [0] * len(keys), prompts.sampling)
         seen = torch.zeros_like(logits, dtype=torch.bool)
         seen[torch.arange(len(keys), device=seen.device), first] = True
+        # One transfer each, not one per row (each would wait for the device).
+        codes, lengths = first.tolist(), mask.sum(dim=1).tolist()
         rows = [
             Row(
                 key=key,
                 budget=max(1, int(budget)),
                 trailing=prompts.trailing[n],
-                position=int(mask[n].sum()),
-                next_code=int(first[n]),
+                position=int(lengths[n]),
+                next_code=codes[n],
                 hidden=hidden[n : n + 1],
                 seen=seen[n],
-                cut=0 if int(first[n]) == self._codec_eos else None,
+                cut=0 if codes[n] == self._codec_eos else None,
             )
             for n, (key, budget) in enumerate(zip(keys, budgets, strict=True))
         ]
@@ -298,8 +300,7 @@ class StepDecoder:
         sampled = _sample(logits, seen, [row.sampled for row in self.rows], sampling)
         seen[torch.arange(len(self.rows), device=seen.device), sampled] = True
         keep: list[int] = []
-        for n, row in enumerate(self.rows):
-            code = int(sampled[n])
+        for n, (row, code) in enumerate(zip(self.rows, sampled.tolist(), strict=True)):
             row.position += 1
             row.hidden = last[n : n + 1]
             row.next_code = code

@@ -262,6 +262,16 @@ class Qwen3TTS:
 CANCEL_POLL_SECONDS = 1.0
 
 
+def _next(
+    finished: queue.SimpleQueue[Segment | None], timeout: float
+) -> tuple[bool, Segment | None]:
+    """(True, the next item) if one came within `timeout` seconds, else (False, None)."""
+    try:
+        return True, finished.get(timeout=timeout)
+    except queue.Empty:
+        return False, None
+
+
 def run_request(
     scheduler: ChunkScheduler, wire: dict[str, Any], store: Any, segments: Any = None
 ) -> dict[str, Any]:
@@ -305,11 +315,14 @@ def run_request(
     )
     # Segments are reported before the future resolves, so this comes after them.
     request.future.add_done_callback(lambda _: finished.put(None))
+    next_poll = time.monotonic() + CANCEL_POLL_SECONDS
     while True:
-        try:
-            segment = finished.get(timeout=CANCEL_POLL_SECONDS)
-        except queue.Empty:
+        arrived, segment = _next(finished, max(0.0, next_poll - time.monotonic()))
+        # On a deadline, not on a quiet queue: segments may come faster than it.
+        if time.monotonic() >= next_poll:
             poll_cancel()
+            next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        if not arrived:
             continue
         if segment is None:
             break

@@ -53,6 +53,7 @@ class Chunk:
     kind: JobKind  # the model that speaks it (a design text's later chunks are cloned)
     prompt: Any = None  # the clone prompt of clone chunks
     stream_head: bool = False  # its first frames are wanted early, as a segment
+    suspect: bool = False  # was in a failed shared step: runs by itself until it passes
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,6 @@ class Request:
     head_samples: int = 0
     segments: list[Any] = field(default_factory=list)  # audio of each segment, in order
     segments_sent: int = 0
-    alone: bool = False  # was in a failed shared step: its chunks now run by themselves
     split_first: bool = False  # its first chunk is heard as head + rest
 
     @property
@@ -171,7 +171,7 @@ class ChunkScheduler:
         self.model = model
         self._active: list[Request] = []
         self._batches: dict[JobKind, ChunkBatch] = {}
-        self._alone: dict[JobKind, Request] = {}  # a request running by itself, per model
+        self._alone: dict[JobKind, Chunk] = {}  # a suspect chunk running by itself, per model
         self._sequence = itertools.count()
         self._rounds = 0
         self._changed = threading.Condition()
@@ -226,8 +226,8 @@ class ChunkScheduler:
 
     def step(self) -> bool:
         """Drop cancelled requests, admit waiting chunks where places are free, then
-        advance every model's batch by one frame. False when nothing was running or
-        waiting."""
+        advance every model's batch by one frame. False when nothing was admitted or
+        running (then nothing waits that could run)."""
         with self._changed:
             active = list(self._active)
         # Outside the lock: `cancelled` may ask a remote store.
@@ -240,6 +240,7 @@ class ChunkScheduler:
                 admitted = self._admissions(kind)
             if admitted:
                 self._admit(kind, admitted)
+                worked = True  # even where it failed: its chunks were dealt with
             batch = self._batches.get(kind)
             if batch is not None and batch.running():
                 self._advance(kind, batch)
@@ -254,12 +255,12 @@ class ChunkScheduler:
     def _admissions(self, kind: JobKind) -> list[tuple[Request, Chunk]]:
         """Round-robin over the requests waiting for `kind`'s model, in the order they
         were last served: one chunk each, then a second each, up to the free places.
-        A request that runs alone takes the model only once its batch is empty, and
-        keeps it to itself. Called with the lock held."""
+        A suspect chunk (one that was in a failed shared step) takes the model only
+        once its batch is empty, and keeps it to itself. Called with the lock held."""
         self._active = [r for r in self._active if not r.done]
         alone = self._alone.get(kind)
         if alone is not None:
-            if not alone.done and any(c.kind == kind for c in alone.running):
+            if alone in self._batches[kind].running():
                 return []
             del self._alone[kind]
         running = len(self._batches[kind].running()) if kind in self._batches else 0
@@ -267,12 +268,15 @@ class ChunkScheduler:
         if not ready:
             return []
         ready.sort(key=lambda r: (r.last_served, r.sequence))
-        if ready[0].alone:
+        if ready[0].waiting[0].suspect:
             if running:
                 return []
-            self._alone[kind] = ready[0]
-            return [(ready[0], ready[0].waiting.popleft())]
-        ready = [r for r in ready if not r.alone]
+            chunk = ready[0].waiting.popleft()
+            self._alone[kind] = chunk
+            self._rounds += 1
+            ready[0].last_served = self._rounds
+            return [(ready[0], chunk)]
+        ready = [r for r in ready if not r.waiting[0].suspect]
         free = max(1, self.model.batch_limit) - running
         taken: list[tuple[Request, Chunk]] = []
         while len(taken) < free:
@@ -312,12 +316,12 @@ class ChunkScheduler:
             request.running.append(chunk)
 
     def _advance(self, kind: JobKind, batch: ChunkBatch) -> None:
+        running = batch.running()  # before the step: rows may leave during it
         try:
             advanced = batch.advance()
         except Exception as exc:
             log.exception("a Qwen3-TTS %s step failed", kind)
             # Half a step ran: the batch's state is not to be trusted.
-            running = batch.running()
             batch.reset()
             owners = {id(c): r for r in self._active for c in r.running}
             involved = [(owners[id(c)], c) for c in running if id(c) in owners]
@@ -331,12 +335,12 @@ class ChunkScheduler:
         for chunk, head in advanced.heads:
             owner = owners.get(id(chunk))
             if owner is not None and not owner.done:
-                self._record_head(owner, head)
+                self._guarded(owner, self._record_head, owner, head)
         for chunk, outcome in advanced.ended:
             owner = owners.get(id(chunk))
             if owner is not None:
                 owner.running.remove(chunk)
-                self._record(owner, chunk, outcome)
+                self._guarded(owner, self._record, owner, chunk, outcome)
         for chunk, error in advanced.failed:
             owner = owners.get(id(chunk))
             if owner is not None:
@@ -344,13 +348,22 @@ class ChunkScheduler:
                 owner.running.remove(chunk)
                 self._finish(owner, self.model.generation_failure(error))
 
+    def _guarded(self, request: Request, record: Callable[..., None], *args: Any) -> None:
+        """A request's own callbacks (progress, segments) and assembly fail that request
+        only: the rest of the step is still recorded for everyone else."""
+        try:
+            record(*args)
+        except Exception as exc:
+            log.exception("recording a step for a %s request failed", request.job.kind)
+            self._finish(request, self.model.generation_failure(exc))
+
     def _failed(self, involved: list[tuple[Request, Chunk]], exc: Exception) -> None:
         """Requests of different users share steps: one request's bad chunk must not
         fail the others. Where a failed admission or step held chunks of several
-        requests, each of them starts its chunks in flight over, alone, so only the
-        guilty one fails (in its own run). A request whose first chunk's head was
-        already heard cannot start that chunk again (its segments would not join): it
-        fails, retryably."""
+        requests, each of those chunks is put back as a suspect and runs by itself, so
+        only the guilty one fails (in its own run); the requests' other chunks go on
+        as before. A request whose first chunk's head was already heard cannot start
+        that chunk again (its segments would not join): it fails, retryably."""
         requests = list({id(r): r for r, _ in involved}.values())
         if len(requests) == 1:
             self._finish(requests[0], self.model.generation_failure(exc))
@@ -358,7 +371,7 @@ class ChunkScheduler:
         for request in requests:
             if request.done:
                 continue
-            again = [c for r, c in involved if r is request] + request.running
+            again = [c for r, c in involved if r is request]
             if request.head is not None and any(c.index == 0 for c in again):
                 self._finish(
                     request,
@@ -368,10 +381,9 @@ class ChunkScheduler:
                     ),
                 )
                 continue
-            self._discard(request.running)
-            request.running.clear()
+            for chunk in again:
+                chunk.suspect = True
             request.waiting.extendleft(sorted(again, key=lambda c: c.index, reverse=True))
-            request.alone = True
         with self._changed:
             self._changed.notify_all()
 
@@ -453,6 +465,8 @@ class ChunkScheduler:
             running = list(request.running)
             request.running.clear()
             request.future.set_result(result)
+            # Its audio is not kept past its answer.
+            self._active = [r for r in self._active if r is not request]
             self._changed.notify_all()
         self._discard(running)
 
@@ -488,6 +502,11 @@ class ChunkScheduler:
                 if self._closed:
                     return
             try:
-                self.step()
+                worked = self.step()
             except Exception:  # never let the loop die: every request would hang
                 log.exception("the chunk scheduler's step failed")
+                worked = False
+            if not worked:
+                # Busy but nothing ran (a failure, a cancel being taken): never spin.
+                with self._changed:
+                    self._changed.wait(timeout=0.05)

@@ -11,7 +11,7 @@ import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import modal
 import pytest
@@ -226,6 +226,50 @@ def test_a_cancel_set_while_a_request_runs_is_read_by_its_own_thread(
         scheduler.close()
     assert (result.audio, result.error_message) == (None, CANCELLED_MESSAGE)
     assert "chunk-scheduler" not in readers
+
+
+class SteadyStream:
+    """Stands in for the chunk scheduler (not for Modal) where only `run_request`'s
+    reading of the cancel flag is under test: it reports a segment every 20 ms, far
+    more often than the flag is read, until `cancelled()` says so."""
+
+    def submit(self, job: SynthesisJob, *, cancelled: Any, on_segment: Any) -> Any:
+        from concurrent.futures import Future
+
+        request: Any = type("Request", (), {"future": Future()})()
+
+        def stream() -> None:
+            for index in range(250):
+                if cancelled():
+                    request.future.set_result(
+                        SynthesisResult.failure(CANCELLED_MESSAGE, retryable=False)
+                    )
+                    return
+                if on_segment is not None:
+                    on_segment(index, 250, None)
+                time.sleep(0.02)
+            request.future.set_result(SynthesisResult.failure("ran to the end", retryable=False))
+
+        threading.Thread(target=stream, daemon=True).start()
+        return request
+
+
+def test_a_cancel_is_read_on_time_while_segments_keep_coming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(modal_app, "CANCEL_POLL_SECONDS", 0.1)
+    monkeypatch.setattr(modal_app, "to_parts", lambda segment: [])
+    store, segments = FakeDict(), FakeQueue()
+    wire = SynthesisJob(
+        kind="design", text="Hello.", language="English", instruct="calm", ticket="steady"
+    ).to_wire()
+    threading.Timer(0.3, lambda: store.put(CallControl.cancel_key("steady"), 1.0)).start()
+    started = time.monotonic()
+    answer = SynthesisResult.from_wire(
+        modal_app.run_request(cast(Any, SteadyStream()), wire, store, segments)
+    )
+    assert answer.error_message == CANCELLED_MESSAGE
+    assert time.monotonic() - started < 2.5  # not the stream's 5 s
 
 
 def test_the_asr_class_has_the_names_the_transcriber_looks_up_and_batches() -> None:

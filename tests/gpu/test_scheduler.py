@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from bench.tiny_qwen_model import CODEBOOK_SIZE
-from gpu.engine import CloneRequest, VoiceReference
-from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob
+from gpu.engine import Audio, CloneRequest, VoiceReference
+from gpu.jobs import CANCELLED_MESSAGE, SynthesisJob, SynthesisResult
 from gpu.qwen_runtime import QwenBatch, QwenRuntime, RuntimeSettings
-from gpu.scheduler import Chunk, ChunkScheduler
+from gpu.scheduler import Advanced, Chunk, ChunkScheduler, Generated, Plan
 from tests.gpu.conftest import for_voice
 
 LONG_TEXT = " ".join(f"Sentence number {n} is here." for n in range(12))  # 12 chunks
@@ -261,3 +261,117 @@ def test_a_streamed_first_chunk_is_heard_in_two_parts_the_head_first(
     head_step, rest_step = heard[0][2], heard[1][2]
     assert head_step == 3 and rest_step > head_step
     assert result.duration_seconds > 0
+
+
+class ScriptedModel:
+    """A chunk model whose chunks say how many steps they run ("name:steps", one chunk
+    per "|"-separated part), for scheduler situations the random tiny model cannot
+    be steered into. Not a stand-in for anything outside: the scheduler's own
+    contract (gpu.scheduler.ChunkModel) played by a script. A chunk named "bad..."
+    breaks any admission it is part of. Waveforms are lists of the chunk's name, one
+    entry per frame, so joins are checkable."""
+
+    batch_limit = 4
+    head_frames = 2
+
+    def plan(self, job: SynthesisJob) -> Plan:
+        parts = job.text.split("|")
+        return Plan([Chunk(job, n, part, "clone") for n, part in enumerate(parts)], [])
+
+    def new_batch(self, kind: str) -> ScriptedBatch:
+        return ScriptedBatch()
+
+    def generation_failure(self, exc: Exception) -> SynthesisResult:
+        return SynthesisResult.failure(f"generation failed: {exc}", retryable=False)
+
+    def continue_after(self, first: Chunk, waveform: Any, texts: list[str]) -> list[Chunk]:
+        raise AssertionError("no design texts here")
+
+    def assemble(self, job: SynthesisJob, waveforms: list[Any], at_limit: Any) -> SynthesisResult:
+        joined = [frame for waveform in waveforms for frame in waveform]
+        return SynthesisResult(
+            Audio(wav=" ".join(joined).encode(), sample_rate=1, duration_seconds=len(joined))
+        )
+
+    def segment_audio(self, job: SynthesisJob, waveform: Any) -> Audio:
+        return Audio(wav=" ".join(waveform).encode(), sample_rate=1, duration_seconds=len(waveform))
+
+
+class ScriptedBatch:
+    def __init__(self) -> None:
+        self.frames: dict[int, tuple[Chunk, int]] = {}
+
+    def running(self) -> list[Chunk]:
+        return [chunk for chunk, _ in self.frames.values()]
+
+    def admit(self, chunks: Sequence[Chunk]) -> None:
+        if any(chunk.text.startswith("bad") for chunk in chunks):
+            raise ValueError("bad prompt")
+        self.frames.update({id(chunk): (chunk, 0) for chunk in chunks})
+
+    def advance(self) -> Advanced:
+        advanced = Advanced()
+        for key, (chunk, frames) in list(self.frames.items()):
+            name, steps = chunk.text.split(":")
+            frames += 1
+            self.frames[key] = (chunk, frames)
+            if chunk.stream_head and frames == ScriptedModel.head_frames:
+                advanced.heads.append((chunk, [name] * frames))
+            if frames == int(steps):
+                del self.frames[key]
+                advanced.ended.append((chunk, Generated([name] * frames, at_limit=False)))
+        return advanced
+
+    def discard(self, chunks: Sequence[Chunk]) -> None:
+        for chunk in chunks:
+            self.frames.pop(id(chunk), None)
+
+    def reset(self) -> None:
+        self.frames.clear()
+
+
+def test_a_failed_admission_leaves_the_running_rows_of_its_other_requests_alone() -> None:
+    """A bad prompt that breaks an admission it shares with another request's next
+    chunk costs that request nothing: its running rows go on (its head, already heard,
+    stays valid) and the chunk admitted with the bad one runs again, by itself."""
+    scheduler = ChunkScheduler(ScriptedModel())
+    heard: list[str] = []
+    # Step 1 admits r0, s0 and r1 (the fourth place is kept for newcomers); at step 2
+    # r0's head is heard and s0 and r1 end, so three places are free for the newcomer
+    # and r2, admitted together while r0 runs on.
+    streamed = scheduler.submit(
+        SynthesisJob(kind="clone", text="r0:9|r1:2|r2:3|r3:2", language="English"),
+        on_segment=lambda index, count, audio: heard.append(audio.wav.decode()),
+    )
+    other = scheduler.submit(SynthesisJob(kind="clone", text="s0:2", language="English"))
+    scheduler.step()
+    scheduler.step()
+    assert heard == ["r0 r0"]
+    poisoned = scheduler.submit(SynthesisJob(kind="clone", text="bad:1", language="English"))
+    run_out(scheduler)
+    failure = poisoned.future.result()
+    assert failure.audio is None and "bad prompt" in failure.error_message
+    answer = streamed.future.result().unwrap().wav.decode()
+    assert answer == " ".join(["r0"] * 9 + ["r1"] * 2 + ["r2"] * 3 + ["r3"] * 2)
+    assert " ".join(heard) == answer
+    assert other.future.result().audio is not None
+
+
+def test_a_callback_that_raises_fails_its_own_request_and_the_step_goes_on(
+    runtime: QwenRuntime, reference: VoiceReference
+) -> None:
+    """A request's progress or segment callback may raise (its caller's event loop is
+    gone): that request fails, the other chunks ended at the same step are still
+    recorded, and nothing is left running."""
+
+    def gone(*_: Any) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    scheduler = ChunkScheduler(runtime)
+    broken = scheduler.submit(clone(reference, "Hello there.", "broken"), on_progress=gone)
+    fine = scheduler.submit(clone(reference, "Hello there.", "fine"))
+    run_out(scheduler)
+    assert fine.future.result().audio is not None
+    failure = broken.future.result()
+    assert failure.audio is None and "Event loop is closed" in failure.error_message
+    assert not scheduler.pending()
