@@ -5,6 +5,7 @@ admissions are asserted, never durations."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -375,3 +376,39 @@ def test_a_callback_that_raises_fails_its_own_request_and_the_step_goes_on(
     failure = broken.future.result()
     assert failure.audio is None and "Event loop is closed" in failure.error_message
     assert not scheduler.pending()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_under_random_arrivals_cancels_and_failures_every_request_is_answered(seed: int) -> None:
+    """Requests of random lengths arrive at random steps; some are cancelled, some carry
+    a bad chunk, some listen for segments. Every request is answered; a listener hears
+    its segments in order, and an answered request's audio is their join."""
+    rng = random.Random(seed)
+    scheduler = ChunkScheduler(ScriptedModel())
+    flags: set[int] = set()
+    heard: dict[int, list[str]] = {}
+    requests: dict[int, Any] = {}
+    for _ in range(200):
+        if len(requests) < 12 and rng.random() < 0.3:
+            n = len(requests)
+            parts = [f"c{n}x{i}:{rng.randint(1, 6)}" for i in range(rng.randint(1, 5))]
+            if rng.random() < 0.15:
+                parts[rng.randrange(len(parts))] = "bad:1"
+            listener = None
+            if rng.random() < 0.5:
+                heard[n] = []
+                listener = lambda i, c, a, n=n: heard[n].append(a.wav.decode())  # noqa: E731
+            requests[n] = scheduler.submit(
+                SynthesisJob(kind="clone", text="|".join(parts), language="English"),
+                cancelled=lambda n=n: n in flags,
+                on_segment=listener,
+            )
+        if requests and rng.random() < 0.03:
+            flags.add(rng.randrange(len(requests)))
+        scheduler.step()
+    run_out(scheduler)
+    assert not scheduler.pending()
+    for n, request in requests.items():
+        result = request.future.result(timeout=0)
+        if result.audio is not None and n in heard:
+            assert " ".join(part for part in heard[n] if part) == result.audio.wav.decode()
