@@ -447,8 +447,8 @@ class QwenBatch:
         self.decoder = StepDecoder(runtime._models[kind])
         # Rows are keyed by their chunk's id (two chunks may have equal texts).
         self._chunks: dict[Hashable, Chunk] = {}
-        self._heads: dict[Hashable, int] = {}  # frames in each sent head
-        self._head_audio: dict[Hashable, Any] = {}
+        # Each sent head: its frames and its audio.
+        self._heads: dict[Hashable, tuple[int, Any]] = {}
 
     def running(self) -> list[Chunk]:
         return [self._chunks[key] for key in (row.key for row in self.decoder.rows)]
@@ -498,8 +498,7 @@ class QwenBatch:
         """The first frames of a streamed chunk as audio, decoded as qwen-tts decodes a
         chunk's start (after its reference's codes, for a clone)."""
         audio = self.runtime.decode(self.kind, codes, _reference_codes(chunk))
-        self._heads[id(chunk)] = int(codes.shape[0])
-        self._head_audio[id(chunk)] = audio
+        self._heads[id(chunk)] = (int(codes.shape[0]), audio)
         return audio
 
     def _audio(self, chunk: Chunk, codes: Any, advanced: Advanced) -> Any:
@@ -515,18 +514,17 @@ class QwenBatch:
             # rest still follows it.
             head_frames = max(0, min(self.runtime.settings.head_frames, len(codes) - 1))
             advanced.heads.append((chunk, self._head(chunk, codes[:head_frames])))
-        split = self._heads[id(chunk)]
+        split, head = self._heads[id(chunk)]
         before = codes[:split]
         reference = _reference_codes(chunk)
         if reference is not None:
             before = torch.cat((reference.to(codes.device), before))
         rest = self.runtime.decode(self.kind, codes[split:], before)
-        return np.concatenate((self._head_audio[id(chunk)], rest))
+        return np.concatenate((head, rest))
 
     def _forget(self, key: Hashable) -> None:
         self._chunks.pop(key, None)
         self._heads.pop(key, None)
-        self._head_audio.pop(key, None)
 
     def discard(self, chunks: Sequence[Chunk]) -> None:
         keys = [id(c) for c in chunks]
@@ -540,4 +538,3 @@ class QwenBatch:
             self.decoder.reset()
         self._chunks.clear()
         self._heads.clear()
-        self._head_audio.clear()

@@ -152,7 +152,6 @@ class Request:
     at_limit: list[int] = field(default_factory=list)
     last_served: int = -1  # the step that last admitted one of its chunks
     head: Any = None  # the first chunk's head, once generated
-    head_samples: int = 0
     segments: list[Any] = field(default_factory=list)  # audio of each segment, in order
     segments_sent: int = 0
     split_first: bool = False  # its first chunk is heard as head + rest
@@ -395,7 +394,6 @@ class ChunkScheduler:
 
     def _record_head(self, request: Request, head: Any) -> None:
         request.head = head
-        request.head_samples = len(head)
         if request.on_segment is not None:
             request.segments.append(head)
             self._report_segments(request)
@@ -443,7 +441,7 @@ class ChunkScheduler:
                 return
             waveform = request.waveforms[index]
             if index == 0 and request.split_first:
-                waveform = waveform[request.head_samples :]
+                waveform = waveform[len(request.head) :]
             request.segments.append(waveform)
 
     def _report_segments(self, request: Request) -> None:
