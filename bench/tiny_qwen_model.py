@@ -4,12 +4,14 @@ generation_config.json, text tokenizer files, speech_tokenizer/), so the real lo
 and generation code (`Qwen3TTSModel.from_pretrained`, clone prompts, batched
 generation, the 12 Hz codec decoder) runs in seconds on a CPU. Its output is noise.
 
-Used by the tests (tests/gpu) and the timing script (bench/tiny_qwen.py).
+Used by the tests (tests/gpu), the timing script (bench/tiny_qwen.py) and the speech
+scheduling benchmark (bench/inference.py, at `REAL_DEPTH`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,27 @@ CODE_GROUPS = 4  # the real models use 16 codebooks
 CODEBOOK_SIZE = 32  # the real ones have 2048 entries
 HIDDEN = 32
 GENERATION_DEFAULTS = {"do_sample": True, "top_k": 50, "temperature": 0.9, "max_new_tokens": 24}
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How many layers each part has, and how many codebooks a codec frame has. The
+    tests' models are one layer deep with 4 codebooks, to run in seconds; `REAL_DEPTH`
+    has the real checkpoints' layer and codebook counts at the same tiny widths, so a
+    decode step does the real number of sequential passes (one talker pass through 28
+    layers, then 15 code predictor passes through 5), which is what a batch shares."""
+
+    talker_layers: int = 1
+    predictor_layers: int = 1
+    code_groups: int = CODE_GROUPS
+    codec_layers: int = 1
+
+
+# The published Qwen3-TTS-12Hz-0.6B-Base config.json: a 28-layer talker, a 5-layer code
+# predictor, 16 code groups; its speech tokenizer's decoder has 8 transformer layers and
+# 16 quantizers (qwen-tts's defaults, core/tokenizer_12hz/
+# configuration_qwen3_tts_tokenizer_v2.py `Qwen3TTSTokenizerV2DecoderConfig`).
+REAL_DEPTH = Depth(talker_layers=28, predictor_layers=5, code_groups=16, codec_layers=8)
 
 
 def byte_level_tokenizer(special_tokens: list[str], plain_tokens: list[str]) -> Any:
@@ -64,7 +87,9 @@ def _text_tokenizer() -> Any:
     )
 
 
-def build_tiny_model(folder: Path, model_type: str = "base", seed: int = 0) -> Path:
+def build_tiny_model(
+    folder: Path, model_type: str = "base", seed: int = 0, depth: Depth = Depth()
+) -> Path:
     """Write a tiny model of `model_type` ("base": clone, "voice_design": design)
     into `folder` and return it."""
     import torch
@@ -93,13 +118,13 @@ def build_tiny_model(folder: Path, model_type: str = "base", seed: int = 0) -> P
         "vocab_size": CODEBOOK_SIZE + 1024,
         "hidden_size": HIDDEN,
         "intermediate_size": 2 * HIDDEN,
-        "num_hidden_layers": 1,
+        "num_hidden_layers": depth.talker_layers,
         "num_attention_heads": 2,
         "num_key_value_heads": 1,
         "head_dim": 16,
         "text_hidden_size": HIDDEN,
         "text_vocab_size": len(tokenizer) + 8,
-        "num_code_groups": CODE_GROUPS,
+        "num_code_groups": depth.code_groups,
         "max_position_embeddings": 4096,
         "rope_scaling": {"rope_type": "default", "mrope_section": [4, 2, 2], "interleaved": True},
         "codec_pad_id": control,
@@ -116,11 +141,11 @@ def build_tiny_model(folder: Path, model_type: str = "base", seed: int = 0) -> P
             "vocab_size": CODEBOOK_SIZE,
             "hidden_size": HIDDEN,
             "intermediate_size": 2 * HIDDEN,
-            "num_hidden_layers": 1,
+            "num_hidden_layers": depth.predictor_layers,
             "num_attention_heads": 2,
             "num_key_value_heads": 1,
             "head_dim": 16,
-            "num_code_groups": CODE_GROUPS,
+            "num_code_groups": depth.code_groups,
             "max_position_embeddings": 64,
         },
     }
@@ -168,7 +193,7 @@ def build_tiny_model(folder: Path, model_type: str = "base", seed: int = 0) -> P
             "codebook_size": CODEBOOK_SIZE,
             "codebook_dim": 16,
             "vector_quantization_hidden_dimension": 16,
-            "num_quantizers": CODE_GROUPS,
+            "num_quantizers": depth.code_groups,
             "num_semantic_quantizers": 1,
             "upsample_groups": 16,
             "sliding_window": 16,
@@ -181,15 +206,15 @@ def build_tiny_model(folder: Path, model_type: str = "base", seed: int = 0) -> P
             "hidden_size": 16,
             "latent_dim": 16,
             "intermediate_size": 32,
-            "num_hidden_layers": 1,
+            "num_hidden_layers": depth.codec_layers,
             "num_attention_heads": 2,
             "num_key_value_heads": 2,
-            "num_quantizers": CODE_GROUPS,
+            "num_quantizers": depth.code_groups,
             "decoder_dim": 32,
             "sliding_window": 8,
             "max_position_embeddings": 256,
         },
-        encoder_valid_num_quantizers=CODE_GROUPS,
+        encoder_valid_num_quantizers=depth.code_groups,
     )
     speech_tokenizer = folder / "speech_tokenizer"
     Qwen3TTSTokenizerV2Model(codec).save_pretrained(speech_tokenizer)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.tiny_qwen_model import CODE_GROUPS, CODEBOOK_SIZE
+from bench.tiny_qwen_model import CODE_GROUPS, CODEBOOK_SIZE, REAL_DEPTH, build_tiny_model
 from gpu.codec import PIECE_FRAMES, CodecDecoder
 
 
@@ -37,3 +37,19 @@ def test_the_samples_are_qwen_tts_s_own(speech_tokenizer: Any, frames: int) -> N
 def test_no_frames_is_no_samples(speech_tokenizer: Any) -> None:
     codes = torch.zeros((0, CODE_GROUPS), dtype=torch.long)
     assert CodecDecoder(speech_tokenizer).decode(codes).shape == (0,)
+
+
+def test_at_the_real_depths_the_samples_are_qwen_tts_s_own(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """16 codebooks and an 8-layer codec transformer, as the published codec has."""
+    from qwen_tts import Qwen3TTSModel
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("real-depth") / "base", depth=REAL_DEPTH)
+    tokenizer = Qwen3TTSModel.from_pretrained(
+        str(folder), device_map="cpu", dtype=torch.float32
+    ).model.speech_tokenizer
+    torch.manual_seed(0)
+    codes = torch.randint(0, CODEBOOK_SIZE, (30, REAL_DEPTH.code_groups))
+    (expected,), _ = tokenizer.decode([{"audio_codes": codes}])
+    assert torch.equal(CodecDecoder(tokenizer).decode(codes), torch.from_numpy(expected))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.tiny_qwen_model import CODEBOOK_SIZE
+from bench.tiny_qwen_model import CODEBOOK_SIZE, REAL_DEPTH, build_tiny_model
 from gpu.decoding import Prompts, StepDecoder, prefill_inputs
 
 # The tiny model's end-of-speech id is pointed at a suppressed code, so it never ends
@@ -32,6 +32,18 @@ def design_model(tiny_models: dict[str, Path]) -> Any:
     return Qwen3TTSModel.from_pretrained(
         str(tiny_models["design"]), device_map="cpu", dtype=torch.float32
     )
+
+
+@pytest.fixture(scope="module")
+def real_depth_design_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The design model at the published checkpoint's depths (28 talker layers, 16
+    codebooks: a 15-code residual loop per frame), the shape the benchmark measures."""
+    from qwen_tts import Qwen3TTSModel
+
+    folder = build_tiny_model(
+        tmp_path_factory.mktemp("real-depth") / "design", "voice_design", depth=REAL_DEPTH
+    )
+    return Qwen3TTSModel.from_pretrained(str(folder), device_map="cpu", dtype=torch.float32)
 
 
 def prompts(model: Any, texts: list[str], **options: Any) -> Prompts:
@@ -168,3 +180,20 @@ def test_rows_with_other_sampling_settings_are_refused(design_model: Any) -> Non
     with pytest.raises(ValueError, match="other sampling settings"):
         decoder.admit(["sampled"], [4], prompts(design_model, [TEXTS[1]], do_sample=True))
     assert [row.key for row in decoder.rows] == ["greedy"]
+
+
+def test_at_the_real_depths_rows_that_join_mid_way_keep_qwen_tts_s_codes(
+    real_depth_design_model: Any,
+) -> None:
+    model = real_depth_design_model
+    assert model.model.config.talker_config.num_code_groups == REAL_DEPTH.code_groups
+    decoder = StepDecoder(model)
+    ended: dict[Any, Any] = {}
+    decoder.admit(["a"], [6], prompts(model, [TEXTS[0]]))
+    decoder.step()
+    decoder.step()
+    decoder.admit(["b"], [3], prompts(model, [TEXTS[1]]))
+    run_out(decoder, ended)
+    for key, text, frames in (("a", 0, 6), ("b", 1, 3)):
+        assert ended[key].codes.shape == (frames, REAL_DEPTH.code_groups)
+        assert torch.equal(ended[key].codes, qwen_tts_codes(model, TEXTS[text], frames)), key
