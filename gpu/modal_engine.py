@@ -16,10 +16,13 @@ Queue (gpu/segments.py: a spawned call cannot stream its result) and reported th
 
 Stopping (user cancel, deadline) never calls `FunctionCall.cancel()`: with
 `@modal.batched` (the ASR class) that would terminate every request in the batch, and
-the speech class's inputs all feed one chunk scheduler, whose model call cannot be
-interrupted from an input's thread. It sets the request's flag in the app's control
-Dict instead (gpu/jobs.py CallControl), and the GPU code drops only that request's
-remaining chunks. When the listener merely stops waiting (shutdown,
+the speech class's inputs are sync methods under `@modal.concurrent`, for which
+Modal's cancel stops the whole container (modal 1.6.4, modal/_container_entrypoint.py:
+with input concurrency, an input's cancel callback SIGINTs the container, and its
+other inputs, other users' requests, start again elsewhere). It sets the request's
+flag in the app's control Dict instead (gpu/jobs.py CallControl), and the GPU code
+drops only that request's remaining chunks. A call recorded before tickets existed
+has no flag to set: it is left to finish or reach Modal's timeout, unread. When the listener merely stops waiting (shutdown,
 or another listener now holds the task), the remote work is left running for the next
 claimer to re-attach to.
 
@@ -393,9 +396,10 @@ class ModalEngine:
         if ticket:
             await self._flag_cancelled(ticket, job)
             return
-        # A call recorded before tickets existed: Modal's cancel is all there is.
-        try:
-            await asyncio.wait_for(asyncio.shield(call.cancel.aio()), CANCEL_GRACE_SECONDS)
-            log.info("task %s: cancelled Modal call %s", job.task_id, call.object_id)
-        except Exception:
-            log.exception("task %s: cancelling Modal call %s failed", job.task_id, call.object_id)
+        # A call recorded before tickets existed has no flag, and Modal's cancel would
+        # stop every request sharing its container (module docstring).
+        log.warning(
+            "task %s: Modal call %s has no ticket to flag; it runs on until it ends or times out",
+            job.task_id,
+            call.object_id,
+        )

@@ -137,6 +137,10 @@ class FakeFunctionCall:
         return item.task.result()  # a handler's exception is re-raised as itself
 
     async def _cancel(self, terminate_containers: bool = False) -> None:
+        # Whatever `terminate_containers` says, the input's shared context ends: one
+        # batched call's IOContext (modal/_container_entrypoint.py, batched inputs share
+        # it), or for sync methods under @modal.concurrent the whole container (its
+        # cancel callback SIGINTs the process).
         item = self._input()
         item.cancel_requests += 1
         item.batch.terminate()
@@ -332,7 +336,8 @@ class FakeModal:
         return FakeFunctionCall(self, call_id)
 
     def batch_together(self, *call_ids: str) -> None:
-        """Modal put these inputs into one batched call: one shared context."""
+        """Modal put these inputs into one batched call, or into one container of a
+        class with concurrent sync inputs: one cancel or stop ends them all."""
         shared = _Batch()
         for call_id in call_ids:
             item = self.inputs[call_id]

@@ -205,6 +205,27 @@ async def test_one_users_cancel_leaves_the_rest_of_the_batch_running() -> None:
     assert all(item.cancel_requests == 0 for item in fake.inputs.values())
 
 
+async def test_a_call_from_before_tickets_is_never_cancelled_through_modal() -> None:
+    """Its handle has no ticket, so no flag can stop it; Modal's cancel would stop every
+    request in its container (sync inputs under @modal.concurrent: modal 1.6.4,
+    modal/_container_entrypoint.py). Giving up on it leaves it, and its container
+    mates, running."""
+    fake = FakeModal()
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake, queued=3600))
+    legacy = fake.spawn(
+        (APP, CLASS_NAME, METHOD_NAME), SynthesisJob.for_clone(CLONE).to_wire() | {"ticket": ""}
+    )
+    fake.deploy(APP, CLASS_NAME, METHOD_NAME, gpu_code(fake, chunks=30))
+    theirs = asyncio.create_task(engine(fake).design(DESIGN, Recorder("theirs").job))
+    await spawned(fake, 2)
+    fake.batch_together(*fake.inputs)  # one container
+    mine = engine(fake, queue_timeout_seconds=0.05)
+    with pytest.raises(EngineTimeout):
+        await mine.clone(CLONE, Recorder("mine", resume_call_id=legacy.object_id).job)
+    assert fake.inputs[legacy.object_id].cancel_requests == 0
+    assert await theirs == AUDIO  # another user's request in the same container
+
+
 async def test_a_batch_terminated_through_modal_is_retried_on_a_fresh_call() -> None:
     """Someone cancels a batch-mate through Modal (or the container stops): every input
     of the batch ends in RemoteError. Not this task's doing: retryable."""
