@@ -258,6 +258,13 @@ class Qwen3TTS:
         return run_request(self.scheduler, job, control, segments)
 
 
+# How long a segment waits for room in its partition (5,000 items, 64 MiB: modal
+# queue.py `_Queue`) when no listener reads it; with no timeout a put to a full
+# partition waits forever (`_put_many_blocking`), holding this input until Modal's
+# timeout and losing its answer. On timeout the request stops streaming and still
+# answers with the whole audio.
+SEGMENT_PUT_SECONDS = 30.0
+
 # How often a running request's thread reads its cancel flag from the control Dict.
 CANCEL_POLL_SECONDS = 1.0
 
@@ -330,7 +337,12 @@ def run_request(
             continue
         try:
             for item in to_parts(segment):
-                segments.put(item, partition=ticket, partition_ttl=PARTITION_TTL_SECONDS)
+                segments.put(
+                    item,
+                    timeout=SEGMENT_PUT_SECONDS,
+                    partition=ticket,
+                    partition_ttl=PARTITION_TTL_SECONDS,
+                )
         except Exception:
             # The final answer still carries the audio; stop streaming this request.
             log.exception("putting segment %d of %s failed", segment.index, ticket)

@@ -172,6 +172,10 @@ class FakeQueue:
     reads on the event loop (`.aio`); both see one store under a lock."""
 
     ITEM_LIMIT = 1024 * 1024  # queue.py `_Queue`: "Each item can be up to 1 MiB"
+    # queue.py `_Queue`: "each with up to 5,000 items"; a put to a full partition
+    # waits (`_put_many_blocking` retries RESOURCE_EXHAUSTED) until its timeout, then
+    # raises queue.Full, and with no timeout waits for ever.
+    PARTITION_ITEM_LIMIT = 5000
     # How often a blocking read looks again (the real one holds a long-poll RPC open).
     POLL_SECONDS = 0.005
 
@@ -179,6 +183,7 @@ class FakeQueue:
         self.partitions: dict[bytes, deque[bytes]] = {}
         self.ttls: dict[bytes, int] = {}
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # a take makes room for a put
 
         def put_sync(
             v: Any,
@@ -188,7 +193,7 @@ class FakeQueue:
             partition: str | None = None,
             partition_ttl: int = 24 * 3600,
         ) -> None:
-            self._put(v, partition, partition_ttl)
+            self._put(v, partition, partition_ttl, block, timeout)
 
         async def put(
             v: Any,
@@ -198,7 +203,7 @@ class FakeQueue:
             partition: str | None = None,
             partition_ttl: int = 24 * 3600,
         ) -> None:
-            self._put(v, partition, partition_ttl)
+            self._put(v, partition, partition_ttl, block, timeout)
 
         async def get(
             block: bool = True,
@@ -234,12 +239,24 @@ class FakeQueue:
             )
         return key
 
-    def _put(self, v: Any, partition: str | None, partition_ttl: int) -> None:
+    def _put(
+        self,
+        v: Any,
+        partition: str | None,
+        partition_ttl: int,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> None:
         key = self._key(partition)
         encoded = pickle.dumps(v)
         if len(encoded) > self.ITEM_LIMIT:
             raise modal.exception.RequestSizeError("Queue.put request is too large")
-        with self._lock:
+        with self._room:
+            if not self._room.wait_for(
+                lambda: len(self.partitions.get(key, ())) < self.PARTITION_ITEM_LIMIT,
+                timeout=timeout if block else 0,
+            ):
+                raise queue.Full()
             self.partitions.setdefault(key, deque()).append(encoded)
             self.ttls[key] = partition_ttl
 
@@ -247,6 +264,7 @@ class FakeQueue:
         with self._lock:
             items = self.partitions.get(key, deque())
             taken = [items.popleft() for _ in range(min(n_values, len(items)))]
+            self._room.notify_all()
         return [pickle.loads(item) for item in taken]
 
     async def _get(

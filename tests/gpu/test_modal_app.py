@@ -344,6 +344,39 @@ def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
     assert segments.ttls[b"streamed"] == PARTITION_TTL_SECONDS
 
 
+def test_a_full_segment_partition_stops_the_stream_not_the_answer(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No listener reads the partition (it stopped) and it fills: a put waits for room
+    only so long, then the request stops streaming and still answers with all its
+    audio (the fake, as modal's queue.py, waits forever on a put with no timeout)."""
+    monkeypatch.setattr(modal_app, "SEGMENT_PUT_SECONDS", 0.01)
+    scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
+    segments = FakeQueue()
+    segments.PARTITION_ITEM_LIMIT = 1
+    text = " ".join(f"Sentence number {n} is here to make the text long enough." for n in range(8))
+    wire = SynthesisJob(
+        kind="design", text=text, language="English", instruct="a calm voice", ticket="unread"
+    ).to_wire()
+    answers: list[dict[str, Any]] = []
+    scheduler.start()
+    try:
+        thread = threading.Thread(
+            target=lambda: answers.append(
+                modal_app.run_request(scheduler, wire, FakeDict(), segments)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        thread.join(timeout=60)
+    finally:
+        scheduler.close()
+    assert not thread.is_alive(), "the request waits for room in its partition for ever"
+    answer = SynthesisResult.from_wire(answers[0])
+    assert answer.audio is not None and decode_wav(answer.audio.wav).samples
+    assert len(segments.partitions[b"unread"]) == 1
+
+
 def test_a_request_without_a_ticket_streams_nothing(tiny_models: dict[str, Path]) -> None:
     scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
     segments = FakeQueue()
