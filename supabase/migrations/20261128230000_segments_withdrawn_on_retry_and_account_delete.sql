@@ -59,21 +59,19 @@ create trigger tasks_after_attempt_end_withdraw_segments after update on public.
         and old.status = 'processing' and new.status = 'pending' and new.engine_call_id is null)
   execute function private.after_attempt_end_withdraw_segments();
 
-create or replace function private.before_generation_delete() returns trigger
+-- Beside generations_before_delete (20261127000200), which cancels the task and removes
+-- the audio; BEFORE DELETE triggers fire in name order, this one after it.
+create function private.before_generation_delete_remove_segments() returns trigger
 language plpgsql security definer set search_path = '' as $$
-declare
-  task_id uuid;
 begin
-  for task_id in select id from public.tasks where generation_id = old.id and status in ('pending', 'processing') loop
-    perform private.cancel_task(task_id, 'generation deleted', detach => true);
-  end loop;
-  -- Otherwise the cancel above ended the task, and the task's end removed them.
-  perform private.remove_objects('generations',
-    array[old.audio_object_key, old.user_id || '/' || old.id || '.wav']
-    || case when exists (select 1 from auth.users u where u.id = old.user_id) then '{}'::text[]
-            else private.segment_objects(old.user_id, old.id) end);
+  -- While the account stays, the cancel ended the task, and the task's end removed them.
+  if not exists (select 1 from auth.users u where u.id = old.user_id) then
+    perform private.remove_objects('generations', private.segment_objects(old.user_id, old.id));
+  end if;
   return old;
 end
 $$;
+create trigger generations_before_delete_segments before delete on public.generations
+  for each row execute function private.before_generation_delete_remove_segments();
 
 revoke all on all functions in schema private from public, anon, authenticated, service_role;

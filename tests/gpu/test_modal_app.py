@@ -315,6 +315,22 @@ def test_the_batched_transcribe_method_runs_a_batch_on_the_real_qwen_asr_code(
     assert malformed.transcript is None and "malformed" in malformed.error_message
 
 
+# A design text of several chunks, streamed under `ticket`.
+STREAMED_TEXT = " ".join(
+    f"Sentence number {n} is here to make the text long enough." for n in range(8)
+)
+
+
+def streamed_job(ticket: str) -> dict[str, Any]:
+    return SynthesisJob(
+        kind="design",
+        text=STREAMED_TEXT,
+        language="English",
+        instruct="a calm voice",
+        ticket=ticket,
+    ).to_wire()
+
+
 def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
     tiny_models: dict[str, Path],
 ) -> None:
@@ -323,10 +339,7 @@ def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
     request answers, and the answer is the join of those segments."""
     scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
     store, segments = FakeDict(), FakeQueue()
-    text = " ".join(f"Sentence number {n} is here to make the text long enough." for n in range(8))
-    wire = SynthesisJob(
-        kind="design", text=text, language="English", instruct="a calm voice", ticket="streamed"
-    ).to_wire()
+    wire = streamed_job("streamed")
     scheduler.start()
     try:
         answer = SynthesisResult.from_wire(modal_app.run_request(scheduler, wire, store, segments))
@@ -337,7 +350,7 @@ def test_each_finished_chunk_is_put_in_the_requests_partition_before_the_answer(
     parts = [pickle.loads(item) for item in segments.partitions[b"streamed"]]
     reported = [s for s in (assembler.add(part) for part in parts) if s is not None]
     # Every chunk, the first in two parts (its first frames, then the rest).
-    assert [s.index for s in reported] == list(range(len(speech_chunks(text)) + 1))
+    assert [s.index for s in reported] == list(range(len(speech_chunks(STREAMED_TEXT)) + 1))
     assert {s.count for s in reported} == {len(reported)} and len(reported) > 2
     joined = join_chunks([decode_wav(s.audio.wav).samples for s in reported], 24_000)
     assert decode_wav(answer.audio.wav).samples == joined
@@ -354,10 +367,7 @@ def test_a_full_segment_partition_stops_the_stream_not_the_answer(
     scheduler = modal_app.ChunkScheduler(design_runtime(tiny_models))
     segments = FakeQueue()
     segments.PARTITION_ITEM_LIMIT = 1
-    text = " ".join(f"Sentence number {n} is here to make the text long enough." for n in range(8))
-    wire = SynthesisJob(
-        kind="design", text=text, language="English", instruct="a calm voice", ticket="unread"
-    ).to_wire()
+    wire = streamed_job("unread")
     answers: list[dict[str, Any]] = []
     scheduler.start()
     try:
